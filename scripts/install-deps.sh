@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a fresh Debian 12 machine. Idempotent: a package
+# that is already installed is not touched, and apt is only asked when something is missing.
+#
+# usage: scripts/install-deps.sh test|demo
+set -euo pipefail
+
+want=(bubblewrap hyperfine nodejs)
+case "${1:-test}" in
+  test) ;;
+  demo) ;;
+  *) echo "usage: $0 test|demo" >&2; exit 2 ;;
+esac
+
+missing=()
+for pkg in "${want[@]}"; do
+  # node may come from outside apt (the CI image ships one); accept any node >= 20 on PATH.
+  if [ "$pkg" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+for tool in cargo rustc; do
+  command -v "$tool" >/dev/null || { echo "error: \`$tool\` is not on PATH; install Rust (rustup) first" >&2; exit 1; }
+done
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy

@@ -1,0 +1,128 @@
+//! How a failure is reported to the runner: one `::error::` workflow command (an annotation on
+//! the job), then one `caused by:` line per cause and `hint:` lines, all on stderr.
+//!
+//! Hints are chosen by downcasting the error chain to the typed errors of `config`, `protocol`
+//! and `k8s` (uv's `diagnostics.rs`), so the text that tells a user what to do lives here, in one
+//! place, and is tested against the exact output.
+
+use crate::config::{self, ConfigError};
+use crate::k8s::K8sError;
+use crate::protocol::ProtocolError;
+
+/// The exit code for a failure of the hook itself (not of a step).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Render `error` as the lines the runner shows: `::error::<message>`, `caused by: <cause>`...,
+/// `hint: <hint>`....
+pub fn report(error: &anyhow::Error) -> String {
+    let top = error.to_string();
+    let mut out = format!("::error::{}\n", escape_data(&top));
+    // Some errors (kube's, io's) repeat their source in their own message; a cause already
+    // said in full by an earlier line adds nothing.
+    let mut said = vec![top];
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if said.iter().any(|earlier| earlier.contains(&text)) {
+            continue;
+        }
+        out.push_str(&format!("caused by: {}\n", text.replace('\n', " ")));
+        said.push(text);
+    }
+    for hint in hints(error) {
+        out.push_str(&format!("hint: {hint}\n"));
+    }
+    out
+}
+
+/// Escape a workflow-command message (`@actions/core` `escapeData`): `%`, CR and LF would
+/// otherwise end or corrupt the command.
+pub fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn hints(error: &anyhow::Error) -> Vec<String> {
+    let mut hints = Vec::new();
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            match e {
+                ConfigError::Missing {
+                    var: config::RUNNER_POD_NAME,
+                } => hints.push(format!(
+                    "the hook names everything it creates after the runner pod: ARC sets `{}` from the pod's `metadata.name`; elsewhere, set it in the runner's environment (see docs/user/configuration.md)",
+                    config::RUNNER_POD_NAME
+                )),
+                ConfigError::Missing { .. } | ConfigError::Invalid { .. } => hints.push(
+                    "see docs/user/configuration.md for every variable and its accepted values"
+                        .to_owned(),
+                ),
+            }
+        } else if let Some(e) = cause.downcast_ref::<ProtocolError>() {
+            match e {
+                ProtocolError::WriteResponse { .. } => hints.push(
+                    "the runner creates the response file under `_work/_temp/_runner_hook_responses`; check that the runner's work directory is writable by the hook's user".to_owned(),
+                ),
+                _ => hints.push(
+                    "this program is a container hook: the GitHub Actions runner starts it with one JSON request on stdin (set `ACTIONS_RUNNER_CONTAINER_HOOKS` to `dist/index.js`)".to_owned(),
+                ),
+            }
+        } else if let Some(e) = cause.downcast_ref::<K8sError>()
+            && let Some(hint) = e.hint()
+        {
+            hints.push(hint);
+        }
+    }
+    hints.dedup();
+    hints
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn escapes_workflow_command_data() {
+        assert_eq!(escape_data("50% done\r\nnext"), "50%25 done%0D%0Anext");
+    }
+
+    #[test]
+    fn report_has_annotation_causes_and_hint() {
+        let err = Err::<(), _>(ConfigError::Missing {
+            var: config::RUNNER_POD_NAME,
+        })
+        .context("cannot run `prepare_job`")
+        .unwrap_err();
+        let text = report(&err);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "::error::cannot run `prepare_job`");
+        assert_eq!(
+            lines[1],
+            "caused by: environment variable `ACTIONS_RUNNER_POD_NAME` is required but not set"
+        );
+        assert!(
+            lines[2].starts_with("hint: the hook names everything"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn causes_repeated_by_an_earlier_line_are_left_out() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(io)
+            .context("failed to read `x`: no such file")
+            .context("cannot start");
+        assert_eq!(
+            report(&err),
+            "::error::cannot start\ncaused by: failed to read `x`: no such file\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_messages_stay_one_annotation() {
+        let err = anyhow::anyhow!("first line\nsecond line");
+        assert_eq!(report(&err), "::error::first line%0Asecond line\n");
+    }
+}

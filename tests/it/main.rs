@@ -1,0 +1,9 @@
+//! The one integration-test binary (ripgrep's `tests/tests.rs`, uv's `tests/it/main.rs`): every
+//! layer that needs more than a unit test lives in a module here, so `cargo test` builds and links
+//! the test harness once.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod protocol;

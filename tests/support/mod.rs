@@ -1,0 +1,2 @@
+//! Test support shared by the integration tests: the fake Kubernetes API server and helpers.
+#![allow(dead_code)]
