@@ -25,7 +25,7 @@ demo:
 	@echo "push it to a local registry under a random tag and run it. Until then, 'make test' shows what works." >&2
 	@exit 2
 
-bench: bench-startup
+bench: bench-startup ## start-up cost of the hook binary and the node shim (see bench/README.md)
 
 bench-startup: deps
 	bench/startup.sh

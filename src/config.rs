@@ -45,6 +45,15 @@ pub const CLAIM_NAME: &str = "ACTIONS_RUNNER_CLAIM_NAME";
 /// requires.
 pub const USE_KUBE_SCHEDULER: &str = "ACTIONS_RUNNER_USE_KUBE_SCHEDULER";
 
+/// Milliseconds between WebSocket pings on an exec connection (keeps idle steps alive through
+/// load balancers and detects dead connections). Default `5000`. A positive whole number.
+pub const HEARTBEAT_PERIOD_MS: &str = "ACTIONS_RUNNER_HEARTBEAT_PERIOD_MS";
+
+/// Milliseconds without any answer on an exec connection after which the step fails as
+/// disconnected. Default: period × 12 + 1000 (the TypeScript hook's rule). A positive whole number
+/// larger than the period.
+pub const HEARTBEAT_DEADLINE_MS: &str = "ACTIONS_RUNNER_HEARTBEAT_DEADLINE_MS";
+
 /// Data plane: `auto` (default: volume mode when the work claim exists, copy mode otherwise),
 /// `volume` (mount the runner's work volume) or `copy` (emptyDirs, files copied over exec).
 pub const DATA_PLANE: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE";
@@ -75,6 +84,8 @@ pub const ALL: &[&str] = &[
     RUNNER_IMAGE,
     CLAIM_NAME,
     USE_KUBE_SCHEDULER,
+    HEARTBEAT_PERIOD_MS,
+    HEARTBEAT_DEADLINE_MS,
     DATA_PLANE,
     RUNNER_WORKSPACE,
     RUNNER_TEMP,
@@ -85,6 +96,8 @@ pub const ALL: &[&str] = &[
 
 /// Default of [`PREPARE_JOB_TIMEOUT_SECONDS`].
 pub const DEFAULT_PREPARE_JOB_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default of [`HEARTBEAT_PERIOD_MS`].
+pub const DEFAULT_HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
 /// Default of [`RUNNER_IMAGE`].
 pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/actions/actions-runner:latest";
 
@@ -116,6 +129,10 @@ pub struct Config {
     pub claim_name: Option<String>,
     /// [`USE_KUBE_SCHEDULER`].
     pub use_kube_scheduler: bool,
+    /// [`HEARTBEAT_PERIOD_MS`].
+    pub heartbeat_period: Duration,
+    /// [`HEARTBEAT_DEADLINE_MS`].
+    pub heartbeat_deadline: Duration,
     /// [`DATA_PLANE`].
     pub data_plane: DataPlaneSetting,
     /// [`RUNNER_WORKSPACE`].
@@ -196,6 +213,30 @@ impl Config {
             None => false,
             Some(v) => parse_bool(USE_KUBE_SCHEDULER, &v)?,
         };
+        let positive_ms = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+                    _ => Err(ConfigError::Invalid {
+                        var,
+                        value: v,
+                        expected: "a positive whole number of milliseconds, e.g. `5000`",
+                    }),
+                },
+            }
+        };
+        let heartbeat_period =
+            positive_ms(HEARTBEAT_PERIOD_MS)?.unwrap_or(DEFAULT_HEARTBEAT_PERIOD);
+        let heartbeat_deadline = positive_ms(HEARTBEAT_DEADLINE_MS)?
+            .unwrap_or(heartbeat_period * 12 + Duration::from_secs(1));
+        if heartbeat_deadline <= heartbeat_period {
+            return Err(ConfigError::Invalid {
+                var: HEARTBEAT_DEADLINE_MS,
+                value: heartbeat_deadline.as_millis().to_string(),
+                expected: "more milliseconds than `ACTIONS_RUNNER_HEARTBEAT_PERIOD_MS`",
+            });
+        }
         let data_plane = match get(DATA_PLANE).as_deref() {
             None | Some("auto") => DataPlaneSetting::Auto,
             Some("volume") => DataPlaneSetting::Volume,
@@ -227,6 +268,8 @@ impl Config {
             runner_image: get(RUNNER_IMAGE).unwrap_or_else(|| DEFAULT_RUNNER_IMAGE.to_owned()),
             claim_name: get(CLAIM_NAME),
             use_kube_scheduler,
+            heartbeat_period,
+            heartbeat_deadline,
             data_plane,
             runner_workspace: get(RUNNER_WORKSPACE).map(PathBuf::from),
             runner_temp: get(RUNNER_TEMP).map(PathBuf::from),
@@ -295,6 +338,24 @@ mod tests {
         assert!(!c.use_kube_scheduler);
         assert_eq!(c.data_plane, DataPlaneSetting::Auto);
         assert!(!c.debug);
+        assert_eq!(c.heartbeat_period, Duration::from_secs(5));
+        assert_eq!(c.heartbeat_deadline, Duration::from_secs(61));
+    }
+
+    #[test]
+    fn heartbeat_deadline_must_exceed_the_period() {
+        let err = config(&[
+            (HEARTBEAT_PERIOD_MS, "5000"),
+            (HEARTBEAT_DEADLINE_MS, "1000"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ACTIONS_RUNNER_HEARTBEAT_DEADLINE_MS"),
+            "{err}"
+        );
+        let c = config(&[(HEARTBEAT_PERIOD_MS, "1000")]).unwrap();
+        assert_eq!(c.heartbeat_deadline, Duration::from_millis(13_000));
     }
 
     #[test]

@@ -7,7 +7,12 @@
 
 use crate::config::{self, ConfigError};
 use crate::k8s::K8sError;
+use crate::k8s::exec::ExecError;
+use crate::k8s::rbac::RbacError;
+use crate::k8s::wait::WaitError;
 use crate::protocol::ProtocolError;
+
+const RBAC_HINT: &str = "grant the Role in docs/user/rbac-role.yaml to the runner's service account (see docs/user/rbac.md)";
 
 /// The exit code for a failure of the hook itself (not of a step).
 pub const EXIT_FAILURE: u8 = 1;
@@ -71,6 +76,37 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
             && let Some(hint) = e.hint()
         {
             hints.push(hint);
+        } else if let Some(RbacError::Missing { .. }) = cause.downcast_ref::<RbacError>() {
+            hints.push(RBAC_HINT.to_owned());
+        } else if let Some(kube::Error::Api(status)) = cause.downcast_ref::<kube::Error>() {
+            if status.code == 403 {
+                hints.push(RBAC_HINT.to_owned());
+            }
+        } else if let Some(e) = cause.downcast_ref::<WaitError>() {
+            match e {
+                WaitError::Failed { failure, .. } if failure.is_image_pull() => hints.push(
+                    "check the image name and tag, and that the cluster can pull it: private images need `credentials:` on the container in the workflow (the hook turns them into an image pull secret)".to_owned(),
+                ),
+                WaitError::Failed { failure, .. } if failure.reason == "Unschedulable" => hints.push(
+                    "no node can run the pod: check its resource requests and node selectors in the hook template, and, in volume mode, that the runner's node has room (the pod must run where the work volume is)".to_owned(),
+                ),
+                WaitError::Timeout { .. } => hints.push(format!(
+                    "raise `{}` if pods legitimately take longer to start (large images, node scale-up)",
+                    config::PREPARE_JOB_TIMEOUT_SECONDS
+                )),
+                _ => {}
+            }
+        } else if let Some(e) = cause.downcast_ref::<ExecError>() {
+            match e {
+                ExecError::HeartbeatTimeout { .. } | ExecError::Connection { .. } | ExecError::ClosedWithoutStatus { .. } => hints.push(format!(
+                    "the connection to the API server was lost; if a proxy or load balancer drops idle connections, lower `{}`",
+                    config::HEARTBEAT_PERIOD_MS
+                )),
+                ExecError::Connect { .. } => hints.push(
+                    "the pod or its container may have stopped (evicted, OOM-killed, deleted); `kubectl describe pod` shows why".to_owned(),
+                ),
+                _ => {}
+            }
         }
     }
     hints.dedup();

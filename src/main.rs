@@ -3,7 +3,9 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use runner_k8s_hook::{Outcome, config::Config, error, logging};
+use runner_k8s_hook::{Cancelled, Outcome, Signal, config::Config, error, logging};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let config = match Config::from_env() {
@@ -29,18 +31,27 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        tokio::select! {
-            result = runner_k8s_hook::run(&input, &config) => Ok(result),
-            signal = signals::wait() => Err(signal),
-        }
+        let (tx, cancel) = watch::channel(None);
+        // Signals are watched for the whole run: a second signal during clean-up is ignored
+        // (the clean-up is already bounded), and the runner's final SIGKILL needs no handler.
+        tokio::spawn(async move {
+            let signal = wait_for_signal().await;
+            let _ = tx.send(Some(signal));
+            // Keep the sender alive so the receiver never sees a closed channel.
+            std::future::pending::<()>().await;
+        });
+        runner_k8s_hook::run(&input, &config, cancel).await
     });
     match result {
-        Ok(Ok(Outcome::Success(_))) => ExitCode::SUCCESS,
-        Ok(Ok(Outcome::StepExited(code))) => ExitCode::from(code),
-        Ok(Err(err)) => fail(&err),
-        Err(signal) => {
-            eprintln!("::error::the hook was cancelled by {}", signal.name());
-            ExitCode::from(signal.exit_code())
+        Ok(Outcome::Success(_)) => ExitCode::SUCCESS,
+        Ok(Outcome::StepExited(code)) => ExitCode::from(code),
+        Err(err) => {
+            if let Some(Cancelled(signal)) = err.downcast_ref::<Cancelled>() {
+                eprint!("{}", error::report(&err));
+                ExitCode::from(signal.exit_code())
+            } else {
+                fail(&err)
+            }
         }
     }
 }
@@ -50,42 +61,14 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(error::EXIT_FAILURE)
 }
 
-mod signals {
-    //! SIGINT/SIGTERM from the runner (it sends SIGINT, then SIGTERM 7.5 s later).
-
-    use tokio::signal::unix::{SignalKind, signal};
-
-    /// A signal that cancels the command in flight.
-    #[derive(Debug, Clone, Copy)]
-    pub enum Cancel {
-        Interrupt,
-        Terminate,
-    }
-
-    impl Cancel {
-        pub fn name(self) -> &'static str {
-            match self {
-                Cancel::Interrupt => "SIGINT",
-                Cancel::Terminate => "SIGTERM",
-            }
-        }
-        /// 128 + signal number, as a shell reports a process killed by it.
-        pub fn exit_code(self) -> u8 {
-            match self {
-                Cancel::Interrupt => 130,
-                Cancel::Terminate => 143,
-            }
-        }
-    }
-
-    /// Wait for the first SIGINT or SIGTERM. If a handler cannot be installed, wait forever on
-    /// the other one (the command still runs; only prompt cancellation is lost).
-    pub async fn wait() -> Cancel {
-        let mut interrupt = signal(SignalKind::interrupt()).ok();
-        let mut terminate = signal(SignalKind::terminate()).ok();
-        tokio::select! {
-            Some(()) = async { interrupt.as_mut()?.recv().await } => Cancel::Interrupt,
-            Some(()) = async { terminate.as_mut()?.recv().await } => Cancel::Terminate,
-        }
+/// The first SIGINT or SIGTERM. If a handler cannot be installed, only that signal loses its
+/// prompt clean-up (the default action still ends the process).
+async fn wait_for_signal() -> Signal {
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        Some(()) = async { interrupt.as_mut()?.recv().await } => Signal::Interrupt,
+        Some(()) = async { terminate.as_mut()?.recv().await } => Signal::Terminate,
+        else => std::future::pending().await,
     }
 }

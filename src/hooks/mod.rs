@@ -1,11 +1,11 @@
 //! One module per runner command, named exactly after it, and the single `match` that
 //! dispatches a request to it.
 
-use anyhow::Context as _;
+pub mod cleanup_job;
+pub mod run_container_step;
 
-use crate::config::Config;
 use crate::k8s::Context;
-use crate::protocol::{Args, Request, Response};
+use crate::protocol::{Args, Request, Response, State};
 
 /// How a command ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,27 +16,29 @@ pub enum Outcome {
     StepExited(u8),
 }
 
-/// Run one request.
+/// Run one request against the cluster.
 ///
 /// # Errors
 /// Anything that stops the command, with context naming what failed.
-pub async fn run(request: Request, config: &Config, runner_pod: &str) -> anyhow::Result<Outcome> {
-    let command = request.command;
-    let context = Context::connect(config, runner_pod)
-        .await
-        .with_context(|| format!("cannot run `{command}`"))?;
-    dispatch(request, &context).await
+pub async fn dispatch(request: Request, context: &Context) -> anyhow::Result<Outcome> {
+    let state = request.state;
+    match request.args {
+        Args::PrepareJob(_) => anyhow::bail!("`prepare_job` is not built yet"),
+        Args::CleanupJob => cleanup_job::run(state, context).await,
+        Args::RunScriptStep(_) => {
+            require_job(state)?;
+            anyhow::bail!("`run_script_step` is not built yet")
+        }
+        Args::RunContainerStep(args) => run_container_step::run(args, state, context).await,
+    }
 }
 
-async fn dispatch(request: Request, context: &Context) -> anyhow::Result<Outcome> {
-    let command = request.command;
-    match request.args {
-        Args::PrepareJob(_)
-        | Args::CleanupJob
-        | Args::RunScriptStep(_)
-        | Args::RunContainerStep(_) => {
-            let _ = context;
-            anyhow::bail!("`{command}` is not implemented in this build yet")
-        }
+/// The state of a job that has a job pod; steps in it need one.
+fn require_job(state: Option<State>) -> anyhow::Result<State> {
+    match state {
+        Some(state) if !state.job_pod.is_empty() => Ok(state),
+        _ => anyhow::bail!(
+            "no job pod in the hook state: `prepare_job` did not run for this job or failed (a script step needs the job container)"
+        ),
     }
 }

@@ -4,9 +4,18 @@
 //! namespace, the configuration and the runner pod's name. Pure spec builders live beside it and
 //! are tested without a cluster.
 
+pub mod exec;
+pub mod objects;
+pub mod rbac;
+pub mod wait;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::{info, warn};
+
 use crate::config::Config;
+use exec::{Heartbeat, PodExec};
 
 /// Label put on every object we create, with the runner pod's name as value. The TypeScript hook
 /// uses the same key, so `cleanup_job` of either hook finds the other's leftovers.
@@ -37,6 +46,52 @@ impl K8sError {
     }
 }
 
+/// Something to undo if the command is cancelled (SIGINT/SIGTERM) before it finishes: objects
+/// created for this command, and a step process running in a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undo {
+    /// Delete this pod.
+    DeletePod(String),
+    /// Delete this secret.
+    DeleteSecret(String),
+    /// Stop the process tree whose pid is in `pid_file` inside `container` of `pod`.
+    StopProcess {
+        /// Pod.
+        pod: String,
+        /// Container.
+        container: String,
+        /// File holding the root pid (written by our step wrapper).
+        pid_file: String,
+    },
+}
+
+/// The list of [`Undo`] actions of one invocation, shared with the signal path.
+#[derive(Debug, Clone, Default)]
+pub struct UndoLog(Arc<Mutex<Vec<Undo>>>);
+
+impl UndoLog {
+    /// Remember `undo` until [`UndoLog::forget`].
+    pub fn push(&self, undo: Undo) {
+        self.lock().push(undo);
+    }
+
+    /// The action is no longer needed (the object is meant to outlive the command, or is gone).
+    pub fn forget(&self, undo: &Undo) {
+        self.lock().retain(|u| u != undo);
+    }
+
+    fn take(&self) -> Vec<Undo> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Undo>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent; keep going.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// What every hook command works with.
 #[derive(Clone)]
 pub struct Context {
@@ -48,6 +103,8 @@ pub struct Context {
     pub config: Config,
     /// The runner pod's name ([`crate::config::RUNNER_POD_NAME`]).
     pub runner_pod: String,
+    /// What to undo on cancellation.
+    pub undo: UndoLog,
 }
 
 impl Context {
@@ -57,7 +114,11 @@ impl Context {
     /// # Errors
     /// [`K8sError::NoClusterConfig`] when there is no cluster configuration at all,
     /// [`K8sError::CreateClient`] when it is unusable.
-    pub async fn connect(config: &Config, runner_pod: &str) -> Result<Context, K8sError> {
+    pub async fn connect(
+        config: &Config,
+        runner_pod: &str,
+        undo: UndoLog,
+    ) -> Result<Context, K8sError> {
         let mut kube_config = kube::Config::infer()
             .await
             .map_err(K8sError::NoClusterConfig)?;
@@ -74,9 +135,95 @@ impl Context {
             namespace,
             config: config.clone(),
             runner_pod: runner_pod.to_owned(),
+            undo,
         })
     }
+
+    /// Exec into `container` of `pod` with the configured heartbeat.
+    pub fn exec_in(&self, pod: &str, container: &str) -> PodExec {
+        PodExec::new(
+            self.client.clone(),
+            &self.namespace,
+            pod,
+            container,
+            Heartbeat {
+                period: self.config.heartbeat_period,
+                deadline: self.config.heartbeat_deadline,
+            },
+        )
+    }
+
+    /// Carry out every pending [`Undo`], newest first, within `grace`. Used after a signal; never
+    /// fails (what cannot be undone is logged, and `cleanup_job` deletes by label later).
+    pub async fn undo_all(&self, grace: Duration) {
+        let actions = self.undo.take();
+        if actions.is_empty() {
+            return;
+        }
+        let work = async {
+            for action in actions.into_iter().rev() {
+                let result = match &action {
+                    Undo::DeletePod(name) => {
+                        self.delete_pod(name).await.map_err(anyhow::Error::from)
+                    }
+                    Undo::DeleteSecret(name) => {
+                        self.delete_secret(name).await.map_err(anyhow::Error::from)
+                    }
+                    Undo::StopProcess {
+                        pod,
+                        container,
+                        pid_file,
+                    } => self.stop_process(pod, container, pid_file).await,
+                };
+                match result {
+                    Ok(()) => info!(?action, "undone after cancellation"),
+                    Err(error) => warn!(?action, %error, "could not undo after cancellation"),
+                }
+            }
+        };
+        if tokio::time::timeout(grace, work).await.is_err() {
+            warn!("cancellation clean-up ran out of time; `cleanup_job` deletes the rest by label");
+        }
+    }
+
+    /// Stop a step's process tree in a container: TERM to the root pid read from `pid_file`
+    /// and all its descendants (found through `/proc`, which every Linux container has), then
+    /// KILL whatever is left a moment later.
+    async fn stop_process(&self, pod: &str, container: &str, pid_file: &str) -> anyhow::Result<()> {
+        let exec = self.exec_in(pod, container);
+        let mut sink = tokio::io::sink();
+        let mut sink2 = tokio::io::sink();
+        let argv = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            STOP_PROCESS_TREE.to_owned(),
+            "sh".to_owned(),
+            pid_file.to_owned(),
+        ];
+        exec.exec(argv, None, &mut sink, &mut sink2).await?;
+        Ok(())
+    }
 }
+
+/// POSIX sh: collect the process tree under the pid in `$1` by walking `/proc/*/status`
+/// `PPid:` lines, TERM it, and KILL the survivors after a second.
+pub const STOP_PROCESS_TREE: &str = r#"root=$(cat "$1" 2>/dev/null) || exit 0
+[ -n "$root" ] || exit 0
+all=$root; frontier=$root
+while [ -n "$frontier" ]; do
+  next=
+  for st in /proc/[0-9]*/status; do
+    pid=${st#/proc/}; pid=${pid%/status}
+    ppid=$(sed -n 's/^PPid:[[:space:]]*//p' "$st" 2>/dev/null)
+    for f in $frontier; do [ "$ppid" = "$f" ] && next="$next $pid"; done
+  done
+  all="$all $next"; frontier=$next
+done
+kill -TERM $all 2>/dev/null
+sleep 1
+kill -KILL $all 2>/dev/null
+rm -f "$1"
+exit 0"#;
 
 /// How long to wait for a TCP/TLS connection to the API server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

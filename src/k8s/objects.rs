@@ -1,0 +1,274 @@
+//! Creating, reading and deleting the objects we own: pods and secrets, found by the
+//! `runner-pod` label. Expected API statuses are handled on purpose: 409 on create, 404 on
+//! delete (kube `examples/pod_api.rs`).
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, warn};
+
+use super::{Context, RUNNER_POD_LABEL};
+
+/// Failures of object operations, named after the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// Create was refused.
+    #[error("failed to create {kind} `{name}` in namespace `{namespace}`")]
+    Create {
+        /// `pod` or `secret`.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Delete failed (other than "already gone").
+    #[error("failed to delete {kind} `{name}` in namespace `{namespace}`")]
+    Delete {
+        /// `pod` or `secret`.
+        kind: &'static str,
+        /// Object name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing by label failed.
+    #[error("failed to list {kind}s labelled `{selector}` in namespace `{namespace}`")]
+    List {
+        /// `pod` or `secret`.
+        kind: &'static str,
+        /// The label selector.
+        selector: String,
+        /// Namespace.
+        namespace: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What we know about the runner pod, when we may read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerPod {
+    /// Its uid, for ownerReferences (garbage collection when the runner pod goes).
+    pub uid: String,
+    /// The node it runs on (for RWO volume placement).
+    pub node_name: Option<String>,
+    /// Names of the persistent volume claims it mounts (including ephemeral volumes, whose
+    /// claim is `<pod>-<volume>`).
+    pub claims: Vec<String>,
+}
+
+impl Context {
+    /// Pods API in our namespace.
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Secrets API in our namespace.
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// `runner-pod=<name>`: the selector of everything we created for this runner.
+    pub fn selector(&self) -> String {
+        format!("{RUNNER_POD_LABEL}={}", self.runner_pod)
+    }
+
+    /// Read the runner pod. `None` when it cannot be read (not running in a pod, or no `get`
+    /// permission on it): ownerReferences and node placement are then left out, with a warning.
+    pub async fn runner_pod(&self) -> Option<RunnerPod> {
+        match self.pods().get(&self.runner_pod).await {
+            Ok(pod) => {
+                let spec = pod.spec.unwrap_or_default();
+                let claims = spec
+                    .volumes
+                    .iter()
+                    .flatten()
+                    .filter_map(|v| {
+                        if let Some(pvc) = &v.persistent_volume_claim {
+                            Some(pvc.claim_name.clone())
+                        } else {
+                            // Generic ephemeral volume: the claim is named `<pod>-<volume>`
+                            // (Kubernetes `ephemeral.VolumeClaimName`).
+                            v.ephemeral
+                                .as_ref()
+                                .map(|_| format!("{}-{}", self.runner_pod, v.name))
+                        }
+                    })
+                    .collect();
+                Some(RunnerPod {
+                    uid: pod.metadata.uid.unwrap_or_default(),
+                    node_name: spec.node_name,
+                    claims,
+                })
+            }
+            Err(err) => {
+                warn!(
+                    pod = %self.runner_pod,
+                    error = %err,
+                    "cannot read the runner pod: created objects get no ownerReference and no node placement"
+                );
+                None
+            }
+        }
+    }
+
+    /// Create a pod.
+    ///
+    /// # Errors
+    /// [`ObjectError::Create`] with the API's reason.
+    pub async fn create_pod(&self, pod: &Pod) -> Result<Pod, ObjectError> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        debug!(pod = %name, "creating pod");
+        self.pods()
+            .create(&PostParams::default(), pod)
+            .await
+            .map_err(|source| ObjectError::Create {
+                kind: "pod",
+                name,
+                namespace: self.namespace.clone(),
+                source,
+            })
+    }
+
+    /// Create a secret.
+    ///
+    /// # Errors
+    /// [`ObjectError::Create`] with the API's reason.
+    pub async fn create_secret(&self, secret: &Secret) -> Result<Secret, ObjectError> {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        debug!(secret = %name, "creating secret");
+        self.secrets()
+            .create(&PostParams::default(), secret)
+            .await
+            .map_err(|source| ObjectError::Create {
+                kind: "secret",
+                name,
+                namespace: self.namespace.clone(),
+                source,
+            })
+    }
+
+    /// Delete a pod now (grace period 0, as the TypeScript hook does: nothing in a job pod needs
+    /// a graceful stop once the runner is done with it). Already gone is fine.
+    ///
+    /// # Errors
+    /// [`ObjectError::Delete`] for anything but 404.
+    pub async fn delete_pod(&self, name: &str) -> Result<(), ObjectError> {
+        delete(&self.pods(), "pod", name, &self.namespace).await
+    }
+
+    /// Delete a secret. Already gone is fine.
+    ///
+    /// # Errors
+    /// [`ObjectError::Delete`] for anything but 404.
+    pub async fn delete_secret(&self, name: &str) -> Result<(), ObjectError> {
+        delete(&self.secrets(), "secret", name, &self.namespace).await
+    }
+
+    /// Delete every pod and secret labelled `runner-pod=<runner pod>`, and nothing else.
+    /// Returns how many of each were deleted.
+    ///
+    /// # Errors
+    /// The first list or delete failure (all deletions are attempted first).
+    pub async fn delete_ours(
+        &self,
+        pods: bool,
+        secrets: bool,
+    ) -> Result<(usize, usize), ObjectError> {
+        let mut first_error = None;
+        let mut counts = (0, 0);
+        if pods {
+            match self.delete_labelled(&self.pods(), "pod").await {
+                Ok(n) => counts.0 = n,
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        if secrets {
+            match self.delete_labelled(&self.secrets(), "secret").await {
+                Ok(n) => counts.1 = n,
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(counts),
+        }
+    }
+
+    async fn delete_labelled<K>(
+        &self,
+        api: &Api<K>,
+        kind: &'static str,
+    ) -> Result<usize, ObjectError>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let selector = self.selector();
+        let list = api
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| ObjectError::List {
+                kind,
+                selector: selector.clone(),
+                namespace: self.namespace.clone(),
+                source,
+            })?;
+        let names: Vec<String> = list
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect();
+        let results = futures::future::join_all(
+            names
+                .iter()
+                .map(|name| delete(api, kind, name, &self.namespace)),
+        )
+        .await;
+        let mut first_error = None;
+        for result in results {
+            if let Err(e) = result {
+                first_error = first_error.or(Some(e));
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if !names.is_empty() {
+            info!(kind, count = names.len(), "deleted {}", names.join(", "));
+        }
+        Ok(names.len())
+    }
+}
+
+async fn delete<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    name: &str,
+    namespace: &str,
+) -> Result<(), ObjectError>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .delete(name, &DeleteParams::default().grace_period(0))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(ObjectError::Delete {
+            kind,
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            source,
+        }),
+    }
+}
