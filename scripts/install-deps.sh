@@ -6,9 +6,15 @@
 set -euo pipefail
 
 want=(bubblewrap hyperfine nodejs)
+# Real builds (tests/it/build_real.rs, make demo, bench/build.sh): rootless Buildah, a local
+# registry (run by hand on 127.0.0.1, never as the package's service: policy-rc.d keeps it
+# stopped), subordinate ids (uidmap: newuidmap/newgidmap), a busybox base image made without
+# internet, and the tools for a TLS + basic-auth registry and for asking it for digests.
+# See shared/reference/build-lab.md §1, §9 for why exactly these.
+build=(buildah docker-registry uidmap busybox-static apache2-utils openssl curl ca-certificates)
 case "${1:-test}" in
-  test) ;;
-  demo) ;;
+  test) want+=("${build[@]}") ;;
+  demo) want+=("${build[@]}") ;;
   *) echo "usage: $0 test|demo" >&2; exit 2 ;;
 esac
 

@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod k8s;
 pub mod logging;
 pub mod protocol;
+pub mod shell;
 pub mod workspace;
 
 use std::fs::OpenOptions;

@@ -44,7 +44,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(Outcome::Success(_)) => ExitCode::SUCCESS,
-        Ok(Outcome::StepExited(code)) => ExitCode::from(code),
+        Ok(Outcome::StepExited(code)) => {
+            // The step's own output already explains the failure; this names the code (the
+            // runner reports only "Process completed with exit code N" for the hook).
+            eprintln!("::error::the step failed: its process exited with code {code}");
+            ExitCode::from(code)
+        }
         Err(err) => {
             if let Some(Cancelled(signal)) = err.downcast_ref::<Cancelled>() {
                 eprint!("{}", error::report(&err));

@@ -2,9 +2,19 @@
 //! dispatches a request to it.
 
 pub mod cleanup_job;
+pub mod prepare_job;
 pub mod run_container_step;
+pub mod run_script_step;
 
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use tracing::{info, warn};
+
+use crate::config::DataPlaneSetting;
 use crate::k8s::Context;
+use crate::k8s::objects::RunnerPod;
+use crate::k8s::spec::{Placement, WorkVolume};
 use crate::protocol::{Args, Request, Response, State};
 
 /// How a command ended, when it did not fail.
@@ -23,12 +33,9 @@ pub enum Outcome {
 pub async fn dispatch(request: Request, context: &Context) -> anyhow::Result<Outcome> {
     let state = request.state;
     match request.args {
-        Args::PrepareJob(_) => anyhow::bail!("`prepare_job` is not built yet"),
+        Args::PrepareJob(args) => prepare_job::run(args, context).await,
         Args::CleanupJob => cleanup_job::run(state, context).await,
-        Args::RunScriptStep(_) => {
-            require_job(state)?;
-            anyhow::bail!("`run_script_step` is not built yet")
-        }
+        Args::RunScriptStep(args) => run_script_step::run(args, require_job(state)?, context).await,
         Args::RunContainerStep(args) => run_container_step::run(args, state, context).await,
     }
 }
@@ -40,5 +47,65 @@ fn require_job(state: Option<State>) -> anyhow::Result<State> {
         _ => anyhow::bail!(
             "no job pod in the hook state: `prepare_job` did not run for this job or failed (a script step needs the job container)"
         ),
+    }
+}
+
+/// The runner's `_work` directory: the parent of `RUNNER_WORKSPACE` (`<_work>/<repo>`), as the
+/// TypeScript hook derives it.
+pub(crate) fn runner_work_dir(context: &Context) -> anyhow::Result<PathBuf> {
+    let workspace = context.config.runner_workspace.as_deref().context(
+        "environment variable `RUNNER_WORKSPACE` is not set: the hook must be started by the runner",
+    )?;
+    workspace
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .with_context(|| {
+            format!(
+                "`RUNNER_WORKSPACE` is `{}`, expected `<_work>/<repository>`",
+                workspace.display()
+            )
+        })
+}
+
+/// Volume mode when configured, or when the runner pod mounts its work claim; copy mode
+/// otherwise (DESIGN §3). The choice and its reason are logged.
+pub(crate) fn choose_work_volume(context: &Context, runner: Option<&RunnerPod>) -> WorkVolume {
+    let config = &context.config;
+    let default_claim = format!("{}-work", context.runner_pod);
+    let claim = match config.data_plane {
+        DataPlaneSetting::Copy => {
+            info!("data plane: copy (ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE=copy)");
+            return WorkVolume::EmptyDir;
+        }
+        DataPlaneSetting::Volume => config.claim_name.clone().unwrap_or(default_claim),
+        DataPlaneSetting::Auto => {
+            if let Some(claim) = &config.claim_name {
+                claim.clone()
+            } else if runner.is_some_and(|r| r.claims.contains(&default_claim)) {
+                default_claim
+            } else {
+                info!(
+                    "data plane: copy (the runner pod mounts no `{default_claim}` claim and ACTIONS_RUNNER_CLAIM_NAME is not set)"
+                );
+                return WorkVolume::EmptyDir;
+            }
+        }
+    };
+    let node = runner.and_then(|r| r.node_name.clone());
+    let placement = match node {
+        Some(node) if config.use_kube_scheduler => Placement::PreferNode(node),
+        Some(node) => Placement::PinToNode(node),
+        None => {
+            warn!(
+                "the runner's node is unknown: job pods are not pinned to it; a ReadWriteOnce work volume may fail to attach elsewhere"
+            );
+            Placement::Anywhere
+        }
+    };
+    info!(claim = %claim, placement = ?placement, "data plane: volume");
+    WorkVolume::Claim {
+        claim_name: claim,
+        placement,
     }
 }

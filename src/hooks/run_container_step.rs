@@ -1,17 +1,349 @@
-//! `run_container_step`: a Docker container action as a pod of its own.
+//! `run_container_step`: a Docker container action as a pod of its own, the way the runner's
+//! Docker implementation runs it: the image's own ENTRYPOINT/CMD (or the action's `entrypoint`),
+//! the runner's `/github/*` layout, the live log in the step log, the container's exit code, and
+//! its results (outputs, env, summary, workspace files) where the next steps find them.
+//!
+//! In volume mode the step pod mounts the work volume and everything is in place. In copy mode
+//! the workspace is brought up to date from the job pod, copied into the step pod with `_temp`
+//! while its `stage` init container holds it, and after the step the file commands and the
+//! workspace come back to the runner and into the job pod (the TypeScript hook lost them,
+//! RCH #302).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use futures::AsyncReadExt as _;
+use kube::api::LogParams;
+use tokio::io::AsyncWriteExt as _;
+use tracing::{debug, info, warn};
 
 use super::Outcome;
-use crate::k8s::Context;
-use crate::protocol::{ContainerDefinition, State};
+use super::run_script_step::{FILE_COMMANDS, WORK_MOUNT, exit_status_byte};
+use crate::k8s::names::{self, JOB_CONTAINER};
+use crate::k8s::spec::{
+    self, FILES_CONTAINER, Owner, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
+};
+use crate::k8s::template::Template;
+use crate::k8s::wait::{self, Goal, Reached};
+use crate::k8s::{Context, Undo};
+use crate::protocol::{ContainerDefinition, DataPlane, State};
+use crate::workspace::{self, CopyOptions};
+
+/// The step itself runs as long as it needs: the runner's `timeout-minutes` cancels it with a
+/// signal. This only bounds a wait that nothing else would end.
+const STEP_RUNS_UNTIL_CANCELLED: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Where the runner mounts the workspace in a container step.
+const WORKSPACE_TARGET: &str = "/github/workspace";
 
 /// Run `run_container_step`.
 ///
 /// # Errors
-/// Always, until container steps are built (issue 4).
+/// A step pod that cannot start (with the kubelet's reason), a copy that cannot be verified,
+/// a lost connection. A step that ran and exited non-zero is [`Outcome::StepExited`]. The step
+/// pod and its pull secret are deleted in every case.
 pub async fn run(
-    _args: ContainerDefinition,
-    _state: Option<State>,
-    _context: &Context,
+    args: ContainerDefinition,
+    state: Option<State>,
+    context: &Context,
 ) -> anyhow::Result<Outcome> {
-    anyhow::bail!("container steps (`run_container_step`) are not supported by this build yet")
+    if args.dockerfile.as_deref().is_some_and(|d| !d.is_empty()) {
+        anyhow::bail!(
+            "Dockerfile container actions (`runs.image: Dockerfile`) are not supported by this build yet; use an action that names a pre-built image (`runs.image: docker://...`)"
+        );
+    }
+    let image = args
+        .image
+        .as_deref()
+        .filter(|i| !i.is_empty())
+        .context("the `run_container_step` request has neither `image` nor `dockerfile`")?
+        .to_owned();
+    let result = run_image(&args, &image, state.as_ref(), context).await;
+    // Whatever happened, the step pod and its secret go (a signal is handled by the caller's
+    // undo of the same entries).
+    context.undo_all(crate::CANCEL_GRACE).await;
+    result
+}
+
+/// Run the step from `image` (a pulled image, or the pinned reference of a built one).
+///
+/// # Errors
+/// As [`run`]; leaves the undo entries of what it created for the caller.
+pub async fn run_image(
+    args: &ContainerDefinition,
+    image: &str,
+    state: Option<&State>,
+    context: &Context,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let config = &context.config;
+    let work_dir = super::runner_work_dir(context)?;
+    let template = config
+        .hook_template
+        .as_deref()
+        .map(Template::load)
+        .transpose()
+        .context("the hook template is unusable")?;
+    let runner = context.runner_pod().await;
+    let owner = runner.as_ref().map(|r| Owner {
+        name: context.runner_pod.clone(),
+        uid: r.uid.clone(),
+    });
+    // The job's choice when there is a job; a job without `container:` never ran prepare_job.
+    let work_volume = match state.and_then(|s| s.data_plane) {
+        Some(DataPlane::Copy) => WorkVolume::EmptyDir,
+        _ => super::choose_work_volume(context, runner.as_ref()),
+    };
+    let job_pod = state.map(|s| s.job_pod.as_str()).filter(|p| !p.is_empty());
+    let workspace = workspace_dir(args, &work_dir)?;
+
+    let pull_secret = match args.registry.as_ref() {
+        Some(registry) if registry.username.as_deref().is_some_and(|u| !u.is_empty()) => {
+            let name = names::secret(&context.runner_pod, &names::random_suffix());
+            let secret = spec::pull_secret(&name, &context.runner_pod, owner.as_ref(), &[registry]);
+            context.create_secret(&secret).await?;
+            context.undo.push(Undo::DeleteSecret(name.clone()));
+            Some(name)
+        }
+        _ => None,
+    };
+
+    let copy_mode = matches!(work_volume, WorkVolume::EmptyDir);
+    // Copy mode: the job pod has the current workspace; bring the runner's copy up to date so
+    // the step sees what earlier steps did.
+    if let (true, Some(job_pod), Some((local_ws, rel))) = (copy_mode, job_pod, &workspace) {
+        let exec = context.exec_in(job_pod, JOB_CONTAINER);
+        let report = workspace::copy_out(
+            &exec,
+            &format!("{WORK_MOUNT}/{rel}"),
+            local_ws,
+            &CopyOptions::default(),
+        )
+        .await
+        .with_context(|| format!("failed to copy the workspace out of the job pod `{job_pod}`"))?;
+        debug!(%report, "workspace copied from the job pod");
+    }
+
+    // The step's environment (tokens, secret inputs) goes into a Secret, not the pod spec.
+    let env_secret = names::secret(&context.runner_pod, &names::random_suffix());
+    context
+        .create_secret(&spec::env_secret(
+            &env_secret,
+            &context.runner_pod,
+            owner.as_ref(),
+            &args.environment_variables,
+        ))
+        .await?;
+    context.undo.push(Undo::DeleteSecret(env_secret.clone()));
+
+    let plan = spec::step_pod(&StepPodInput {
+        runner_pod: &context.runner_pod,
+        suffix: &names::random_suffix(),
+        owner: owner.as_ref(),
+        work_dir: &work_dir,
+        work_volume: &work_volume,
+        runner_image: &config.runner_image,
+        image,
+        pull_secret: pull_secret.as_deref(),
+        env_secret: Some(&env_secret),
+        args,
+        template: template.as_ref(),
+    })
+    .context("cannot build the step pod")?;
+    let pod = plan.pod.metadata.name.clone().unwrap_or_default();
+    context.create_pod(&plan.pod).await?;
+    context.undo.push(Undo::DeletePod(pod.clone()));
+    let pods = context.pods();
+    let timeout = config.prepare_job_timeout;
+
+    if let Some(work_mount) = plan.work_mount.as_deref() {
+        wait::until(
+            &pods,
+            &pod,
+            &Goal::InitRunning {
+                container: STAGE_CONTAINER.to_owned(),
+            },
+            timeout,
+        )
+        .await
+        .with_context(|| format!("the step pod `{pod}` did not start"))?;
+        let stage = context.exec_in(&pod, STAGE_CONTAINER);
+        let temp = work_dir.join("_temp");
+        workspace::copy_in(
+            &stage,
+            &temp,
+            &format!("{work_mount}/_temp"),
+            &CopyOptions::default(),
+        )
+        .await
+        .with_context(|| {
+            format!("failed to copy the runner's `_temp` into the step pod `{pod}`")
+        })?;
+        if let Some((local_ws, rel)) = &workspace {
+            workspace::copy_in(
+                &stage,
+                local_ws,
+                &format!("{work_mount}/{rel}"),
+                &CopyOptions::default(),
+            )
+            .await
+            .with_context(|| format!("failed to copy the workspace into the step pod `{pod}`"))?;
+        }
+        release_stage(context, &pod, work_mount).await?;
+    }
+
+    wait::until(
+        &pods,
+        &pod,
+        &Goal::Started {
+            container: JOB_CONTAINER.to_owned(),
+        },
+        timeout,
+    )
+    .await
+    .with_context(|| format!("the step pod `{pod}` did not start"))?;
+    debug!(pod = %pod, elapsed = ?started.elapsed(), "step container started");
+    let log = follow_log(context, &pod);
+    let terminated = Goal::Terminated {
+        container: JOB_CONTAINER.to_owned(),
+    };
+    let end = wait::until(&pods, &pod, &terminated, STEP_RUNS_UNTIL_CANCELLED);
+    let (log, end) = tokio::join!(log, end);
+    if let Err(e) = log {
+        warn!(error = %format!("{e:#}"), "the step's log could not be followed to the end");
+    }
+    let (_, reached) = end.with_context(|| format!("the step pod `{pod}` failed"))?;
+    let Reached::Terminated {
+        exit_code, reason, ..
+    } = reached
+    else {
+        unreachable!("a Terminated goal ends terminated");
+    };
+    info!(pod = %pod, exit_code, reason = reason.as_deref().unwrap_or(""), elapsed = ?started.elapsed(), "container step ended");
+
+    if let Some(work_mount) = plan.work_mount.as_deref() {
+        let files = context.exec_in(&pod, FILES_CONTAINER);
+        let temp = work_dir.join("_temp");
+        workspace::copy_out(
+            &files,
+            &format!("{work_mount}/_temp/{FILE_COMMANDS}"),
+            &temp.join(FILE_COMMANDS),
+            &CopyOptions::default(),
+        )
+        .await
+        .with_context(|| {
+            format!("failed to copy `{FILE_COMMANDS}` back from the step pod `{pod}`")
+        })?;
+        if let Some((local_ws, rel)) = &workspace {
+            workspace::copy_out(
+                &files,
+                &format!("{work_mount}/{rel}"),
+                local_ws,
+                &CopyOptions::default(),
+            )
+            .await
+            .with_context(|| {
+                format!("failed to copy the workspace back from the step pod `{pod}`")
+            })?;
+            if let Some(job_pod) = job_pod {
+                let exec = context.exec_in(job_pod, JOB_CONTAINER);
+                workspace::copy_in(
+                    &exec,
+                    local_ws,
+                    &format!("{WORK_MOUNT}/{rel}"),
+                    &CopyOptions::default(),
+                )
+                .await
+                .with_context(|| {
+                    format!("failed to copy the workspace into the job pod `{job_pod}`")
+                })?;
+            }
+        }
+    }
+
+    Ok(match exit_code {
+        0 => Outcome::Success(None),
+        code => Outcome::StepExited(exit_status_byte(code)),
+    })
+}
+
+/// The workspace on the runner host and its path relative to `_work`, from the request's
+/// `/github/workspace` mount.
+fn workspace_dir(
+    args: &ContainerDefinition,
+    work_dir: &Path,
+) -> anyhow::Result<Option<(PathBuf, String)>> {
+    let Some(mount) = args
+        .system_mount_volumes
+        .iter()
+        .find(|m| m.target_volume_path == WORKSPACE_TARGET)
+    else {
+        return Ok(None);
+    };
+    let source = PathBuf::from(mount.source_volume_path.as_deref().unwrap_or_default());
+    let rel = source
+        .strip_prefix(work_dir)
+        .ok()
+        .and_then(Path::to_str)
+        .filter(|r| !r.is_empty())
+        .with_context(|| {
+            format!(
+                "the workspace `{}` is not inside the runner's work directory `{}`",
+                source.display(),
+                work_dir.display()
+            )
+        })?;
+    Ok(Some((source.clone(), rel.to_owned())))
+}
+
+/// Let the `stage` init container end, so the step container starts.
+async fn release_stage(context: &Context, pod: &str, work_mount: &str) -> anyhow::Result<()> {
+    let stage = context.exec_in(pod, STAGE_CONTAINER);
+    let argv = vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        "touch \"$1\"".to_owned(),
+        "sh".to_owned(),
+        format!("{work_mount}/{STAGED_MARKER}"),
+    ];
+    let mut out = tokio::io::sink();
+    let mut err = Vec::new();
+    let code = stage.exec(argv, None, &mut out, &mut err).await?;
+    anyhow::ensure!(
+        code == 0,
+        "failed to release the step pod `{pod}`: {}",
+        String::from_utf8_lossy(&err).trim()
+    );
+    Ok(())
+}
+
+/// Copy the step container's log to our stdout as it arrives, unmodified, until the container
+/// ends (the API server closes a followed log then).
+async fn follow_log(context: &Context, pod: &str) -> anyhow::Result<()> {
+    let params = LogParams {
+        container: Some(JOB_CONTAINER.to_owned()),
+        follow: true,
+        ..LogParams::default()
+    };
+    let mut stream = context
+        .pods()
+        .log_stream(pod, &params)
+        .await
+        .with_context(|| format!("failed to follow the log of the step pod `{pod}`"))?;
+    let mut stdout = tokio::io::stdout();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream
+            .read(&mut buffer)
+            .await
+            .with_context(|| format!("the log of the step pod `{pod}` broke off"))?;
+        if n == 0 {
+            break;
+        }
+        stdout.write_all(&buffer[..n]).await?;
+        stdout.flush().await?;
+    }
+    Ok(())
 }

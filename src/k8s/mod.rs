@@ -5,8 +5,11 @@
 //! are tested without a cluster.
 
 pub mod exec;
+pub mod names;
 pub mod objects;
 pub mod rbac;
+pub mod spec;
+pub mod template;
 pub mod wait;
 
 use std::sync::{Arc, Mutex};
@@ -153,8 +156,8 @@ impl Context {
         )
     }
 
-    /// Carry out every pending [`Undo`], newest first, within `grace`. Used after a signal; never
-    /// fails (what cannot be undone is logged, and `cleanup_job` deletes by label later).
+    /// Carry out every pending [`Undo`], newest first, within `grace`. Used after a signal or a
+    /// failed command; never fails (what cannot be undone is logged, and `cleanup_job` deletes by label later).
     pub async fn undo_all(&self, grace: Duration) {
         let actions = self.undo.take();
         if actions.is_empty() {
@@ -176,13 +179,13 @@ impl Context {
                     } => self.stop_process(pod, container, pid_file).await,
                 };
                 match result {
-                    Ok(()) => info!(?action, "undone after cancellation"),
-                    Err(error) => warn!(?action, %error, "could not undo after cancellation"),
+                    Ok(()) => info!(?action, "cleaned up"),
+                    Err(error) => warn!(?action, %error, "could not clean up"),
                 }
             }
         };
         if tokio::time::timeout(grace, work).await.is_err() {
-            warn!("cancellation clean-up ran out of time; `cleanup_job` deletes the rest by label");
+            warn!("clean-up ran out of time; `cleanup_job` deletes the rest by label");
         }
     }
 

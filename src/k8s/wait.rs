@@ -22,6 +22,16 @@ pub enum Goal {
         /// The container that must run.
         container: String,
     },
+    /// This init container is running (a step pod's `stage`, waiting for the hook's copy).
+    InitRunning {
+        /// The init container.
+        container: String,
+    },
+    /// This container has started: it runs, or has already ended (when to follow its log).
+    Started {
+        /// The container.
+        container: String,
+    },
     /// This container has ended (step and build pods): its exit code is the result.
     Terminated {
         /// The container whose end we wait for.
@@ -45,6 +55,8 @@ pub enum Progress {
 pub enum Reached {
     /// The container runs.
     Running,
+    /// The container started (it may have ended already).
+    Started,
     /// The container ended.
     Terminated {
         /// Its exit code.
@@ -167,6 +179,51 @@ pub fn evaluate(pod: &Pod, goal: &Goal) -> Progress {
 
     let phase = status.phase.as_deref().unwrap_or("Pending");
     match goal {
+        Goal::InitRunning { container } => {
+            let init = status
+                .init_container_statuses
+                .iter()
+                .flatten()
+                .find(|c| &c.name == container);
+            let state = init.and_then(|c| c.state.as_ref());
+            if state.is_some_and(|s| s.running.is_some()) {
+                Progress::Reached(Reached::Running)
+            } else if state.is_some_and(|s| s.terminated.is_some()) {
+                Progress::Failed(PodFailure {
+                    container: Some(container.clone()),
+                    image: image_of(container),
+                    reason: "init container ended before the hook was ready".to_owned(),
+                    message: String::new(),
+                })
+            } else if matches!(phase, "Failed" | "Succeeded") {
+                Progress::Failed(PodFailure {
+                    container: None,
+                    image: None,
+                    reason: format!("pod {phase}"),
+                    message: status.message.clone().unwrap_or_default(),
+                })
+            } else {
+                Progress::Waiting(describe(phase, &statuses))
+            }
+        }
+        Goal::Started { container } => {
+            let state = statuses
+                .iter()
+                .find(|c| &c.name == container)
+                .and_then(|c| c.state.as_ref());
+            if state.is_some_and(|s| s.running.is_some() || s.terminated.is_some()) {
+                Progress::Reached(Reached::Started)
+            } else if phase == "Failed" {
+                Progress::Failed(PodFailure {
+                    container: Some(container.clone()),
+                    image: image_of(container),
+                    reason: "pod Failed".to_owned(),
+                    message: status.message.clone().unwrap_or_default(),
+                })
+            } else {
+                Progress::Waiting(describe(phase, &statuses))
+            }
+        }
         Goal::Running { container } => {
             let target = statuses.iter().find(|c| &c.name == container);
             if let Some(t) = target.and_then(|c| c.state.as_ref()?.terminated.as_ref()) {

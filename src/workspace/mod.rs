@@ -1,3 +1,686 @@
-//! Moving files between the runner and the pods (copy mode).
+//! Moving files between the runner and a pod in copy mode: one tar stream per direction over a
+//! [`Remote`], verified by content, retried as a whole.
+//!
+//! Owns the remote scripts, the verification and the retry policy. It must not know about pods,
+//! hooks or which directories a step needs; `hooks` chooses the paths, `k8s::exec` implements
+//! [`Remote`]. Nothing here needs the remote side to see the end of stdin, so the same code works
+//! on the v4 exec protocol, which cannot half-close stdin (reference/runner-hooks.md §2.5).
+//!
+//! **Copy in** ([`copy_in`]): the local directory is packed once into a temporary archive while
+//! each regular file is hashed (sha256). The remote script ([`COPY_IN_SCRIPT`]) reads exactly the
+//! archive's length with `head -c`, extracts it, then prints the `sha256sum` of the regular files
+//! under the top-level entries it was sent (one `find -exec {} +`). Every file sent must come back
+//! with its digest; other files already in the destination are left alone (and, when they sit
+//! beside the copied entries rather than inside them, not even hashed). Extraction overwrites,
+//! so a retry resends the same archive.
+//!
+//! **Copy out** ([`copy_out`]): the remote script ([`COPY_OUT_SCRIPT`]) writes `tar -c .` to
+//! stdout and then, on the same stdout after the archive's end, the `sha256sum` of every regular
+//! file. The archive is unpacked locally as it streams (never through a symlink, never outside
+//! the destination) and hashed on the way; the listing after it must match what was unpacked,
+//! both ways. Stderr stays free for error messages.
+//!
+//! The TypeScript hook compared names and sizes only, retried 15 times and then went on silently
+//! (RCH #269, #275); here a copy either verifies or fails with the files that differ.
+//!
+//! # Remote requirements
+//! The container must have `sh`, `mkdir`, `head` (with `-c`), `tar`, `find` (with
+//! `-exec ... {} +`) and `sha256sum`: GNU coreutils/findutils/tar and BusyBox (Alpine) both
+//! qualify. Ownership is restored from the runner's numeric uid/gid when the
+//! container extracts as root.
 
+mod archive;
+mod checksum;
 pub mod remote;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWrite, AsyncWriteExt as _};
+use tracing::{debug, warn};
+
+pub use archive::UnpackError;
+pub use checksum::{FileProblem, ListingError, Problem, Sha256};
+pub use remote::{Remote, Stdin};
+
+use archive::Exclude;
+
+/// Copy-in script. `$1`: destination directory, `$2`: archive length, then the top-level
+/// entries of the archive that hold regular files (`./name`, or `.`). Stdin: the archive.
+/// Stdout: `sha256sum` of every regular file under those entries.
+///
+/// `head -c` is the only reader of stdin and nothing follows the archive: BusyBox `head` reads a
+/// pipe with a full buffer and drops what it read past its count, so two readers in a row would
+/// lose bytes and then wait forever on an exec stdin that is never closed.
+pub const COPY_IN_SCRIPT: &str = r#"set -e
+dst=$1
+len=$2
+shift 2
+mkdir -p "$dst"
+head -c "$len" | tar -x -f - -C "$dst"
+cd "$dst"
+if [ "$#" -gt 0 ]; then find "$@" -type f -exec sha256sum {} +; fi
+"#;
+
+/// Copy-out script. `$1`: source directory. Stdout: a tar archive of `.`, then `sha256sum` of
+/// every regular file under `.`.
+pub const COPY_OUT_SCRIPT: &str = r#"set -e
+cd "$1"
+tar -c -f - .
+find . -type f -exec sha256sum {} +
+"#;
+
+/// Attempts per direction before giving up.
+pub const ATTEMPTS: u32 = 3;
+
+/// Wait before the second attempt; it grows linearly (0.5 s, 1 s, ...).
+pub const BACKOFF: Duration = Duration::from_millis(500);
+
+/// Entries with these names are never copied, at any depth, in either direction: the runner
+/// keeps the response files of its hook calls there (the TypeScript hook excluded them too).
+pub const NEVER_COPIED: &[&str] = &["_runner_hook_responses"];
+
+/// At most this much of the remote's stderr is kept for error messages.
+const STDERR_LIMIT: usize = 16 * 1024;
+/// Read-ahead when streaming the archive file to the remote.
+const READ_BUFFER: usize = 1024 * 1024;
+/// In-memory pipe between the exec stream and the unpacking thread.
+const PIPE_CAPACITY: usize = 1024 * 1024;
+/// Past this many top-level entries, or this many bytes of their names, copy-in hashes the whole
+/// destination (`.`) instead of naming them: arguments travel in the exec URL.
+const TOP_LEVEL_ARGS: usize = 64;
+const TOP_LEVEL_ARGS_BYTES: usize = 8 * 1024;
+/// Files named in a mismatch error.
+const PROBLEMS_SHOWN: usize = 5;
+
+/// How to copy.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Paths relative to the copied directory that are not copied (a directory excludes its
+    /// contents), e.g. `_temp/_runner_hook_responses` when copying `_work`. On copy-out they are
+    /// still transferred but not unpacked or checked. [`NEVER_COPIED`] applies in addition.
+    pub exclude: Vec<PathBuf>,
+    /// Attempts before giving up ([`ATTEMPTS`]).
+    pub attempts: u32,
+    /// Wait before the second attempt ([`BACKOFF`]), multiplied by the attempt number after.
+    pub backoff: Duration,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            exclude: Vec::new(),
+            attempts: ATTEMPTS,
+            backoff: BACKOFF,
+        }
+    }
+}
+
+impl CopyOptions {
+    /// These options, also excluding `path` (relative to the copied directory).
+    pub fn exclude(mut self, path: impl Into<PathBuf>) -> Self {
+        self.exclude.push(path.into());
+        self
+    }
+
+    fn matcher(&self) -> Exclude {
+        Exclude::new(&self.exclude, NEVER_COPIED)
+    }
+}
+
+/// What a finished copy moved, for `::debug::` timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Regular files copied and verified.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// Wall time, packing and retries included.
+    pub duration: Duration,
+    /// Attempts it took (1 when nothing had to be retried).
+    pub attempts: u32,
+}
+
+impl fmt::Display for CopyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} files, {} bytes in {:.2}s",
+            self.files,
+            self.bytes,
+            self.duration.as_secs_f64()
+        )?;
+        if self.attempts > 1 {
+            write!(f, " ({} attempts)", self.attempts)?;
+        }
+        Ok(())
+    }
+}
+
+/// A copy that did not happen or could not be verified.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The remote directory is not an absolute path.
+    #[error("the pod directory `{remote_dir}` is not an absolute path")]
+    RemoteDirNotAbsolute {
+        /// The directory given.
+        remote_dir: String,
+    },
+    /// The local directory could not be read into an archive (nothing was sent).
+    #[error("cannot pack `{}` for copying into the pod", path.display())]
+    Pack {
+        /// The directory being copied.
+        local_dir: PathBuf,
+        /// The file or directory that failed.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// Copying into the pod failed on every attempt; `failure` is the last one.
+    #[error(
+        "copying `{}` into the pod at `{remote_dir}` failed after {attempts} attempt(s)",
+        local_dir.display()
+    )]
+    CopyIn {
+        /// Runner-side source.
+        local_dir: PathBuf,
+        /// Pod-side destination.
+        remote_dir: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last attempt failed.
+        #[source]
+        failure: AttemptFailure,
+    },
+    /// Copying out of the pod failed on every attempt; `failure` is the last one.
+    #[error(
+        "copying `{remote_dir}` from the pod to `{}` failed after {attempts} attempt(s)",
+        local_dir.display()
+    )]
+    CopyOut {
+        /// Pod-side source.
+        remote_dir: String,
+        /// Runner-side destination.
+        local_dir: PathBuf,
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last attempt failed.
+        #[source]
+        failure: AttemptFailure,
+    },
+}
+
+/// Why one attempt failed. Every kind is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptFailure {
+    /// The exec connection could not be made or broke (the [`Remote`]'s error).
+    #[error("the exec connection failed")]
+    Connection(#[source] anyhow::Error),
+    /// The remote script exited non-zero (a tool missing, no space left, a corrupt stream).
+    #[error(
+        "the copy script in the pod exited with code {code}{}",
+        stderr_suffix(stderr)
+    )]
+    RemoteExit {
+        /// Exit code.
+        code: i32,
+        /// The start of its stderr.
+        stderr: String,
+    },
+    /// The remote's checksum listing could not be read.
+    #[error("the checksum listing from the pod is unreadable")]
+    Listing(#[source] ListingError),
+    /// Files did not arrive intact.
+    #[error("{} of {checked} files did not arrive intact: {}", problems.len(), list_problems(problems))]
+    Mismatch {
+        /// Files checked.
+        checked: usize,
+        /// Every file that differs, sorted by path.
+        problems: Vec<FileProblem>,
+    },
+    /// The received stream could not be unpacked locally (copy-out).
+    #[error("the archive from the pod could not be unpacked")]
+    Unpack(#[source] UnpackError),
+    /// The local archive could not be read back (copy-in).
+    #[error("the local archive could not be read")]
+    LocalArchive(#[source] io::Error),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
+}
+
+fn list_problems(problems: &[FileProblem]) -> String {
+    let mut text = problems
+        .iter()
+        .take(PROBLEMS_SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if problems.len() > PROBLEMS_SHOWN {
+        text.push_str(&format!(" and {} more", problems.len() - PROBLEMS_SHOWN));
+    }
+    text
+}
+
+/// Copy the contents of `local_dir` into `remote_dir` (absolute; created if missing) in the
+/// container behind `remote`, then verify every regular file by its sha256 in the same exec.
+/// Existing files are overwritten; other files in `remote_dir` are left alone. To copy one
+/// subdirectory, name it on both sides.
+///
+/// # Errors
+/// [`CopyError::Pack`] when the local side cannot be read (not retried);
+/// [`CopyError::CopyIn`] when every attempt failed.
+#[tracing::instrument(skip_all, fields(local_dir = %local_dir.display(), remote_dir))]
+pub async fn copy_in<R: Remote>(
+    remote: &R,
+    local_dir: &Path,
+    remote_dir: &str,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let started = Instant::now();
+    check_remote_dir(remote_dir)?;
+    let exclude = options.matcher();
+    let root = local_dir.to_path_buf();
+    let packed = tokio::task::spawn_blocking(move || archive::pack(&root, &exclude))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(|e| CopyError::Pack {
+            local_dir: local_dir.to_path_buf(),
+            path: e.path,
+            source: e.source,
+        })?;
+    debug!(
+        files = packed.files.len(),
+        archive = packed.len,
+        elapsed = ?started.elapsed(),
+        "packed"
+    );
+    eprintln!("TIMING packed {:?}", started.elapsed());
+    let sent: HashMap<Vec<u8>, Sha256> = packed.files.iter().cloned().collect();
+    let argv = script_argv(
+        COPY_IN_SCRIPT,
+        [remote_dir.to_owned(), packed.len.to_string()]
+            .into_iter()
+            .chain(hash_roots(&packed.files)),
+    );
+    let attempt = |_| copy_in_attempt(remote, &packed, &sent, argv.clone());
+    match retry(options, attempt).await {
+        Ok(((), attempts)) => Ok(CopyReport {
+            files: packed.files.len(),
+            bytes: packed.bytes,
+            duration: started.elapsed(),
+            attempts,
+        }),
+        Err((failure, attempts)) => Err(CopyError::CopyIn {
+            local_dir: local_dir.to_path_buf(),
+            remote_dir: remote_dir.to_owned(),
+            attempts,
+            failure,
+        }),
+    }
+}
+
+async fn copy_in_attempt<R: Remote>(
+    remote: &R,
+    packed: &archive::Packed,
+    sent: &HashMap<Vec<u8>, Sha256>,
+    argv: Vec<String>,
+) -> Result<(), AttemptFailure> {
+    let file = packed
+        .file
+        .try_clone()
+        .map_err(AttemptFailure::LocalArchive)?;
+    let mut file = tokio::fs::File::from_std(file);
+    file.seek(SeekFrom::Start(0))
+        .await
+        .map_err(AttemptFailure::LocalArchive)?;
+    let reader = tokio::io::BufReader::with_capacity(READ_BUFFER, file).take(packed.len);
+    let stdin = Stdin {
+        len: packed.len,
+        reader: Box::new(reader),
+    };
+    let mut stdout = Vec::new();
+    let mut stderr = CappedBuffer::default();
+    let t = Instant::now();
+    let code = remote
+        .run(argv, Some(stdin), &mut stdout, &mut stderr)
+        .await
+        .map_err(AttemptFailure::Connection)?;
+    eprintln!("TIMING remote {:?}", t.elapsed());
+    if code != 0 {
+        return Err(AttemptFailure::RemoteExit {
+            code,
+            stderr: stderr.text(),
+        });
+    }
+    stderr.log_if_any();
+    let listing = checksum::parse_listing(&stdout, &|name| sent.contains_key(name))
+        .map_err(AttemptFailure::Listing)?;
+    let received: HashMap<Vec<u8>, Sha256> = listing.into_iter().collect();
+    let problems = checksum::compare(sent, &received, false);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AttemptFailure::Mismatch {
+            checked: sent.len(),
+            problems,
+        })
+    }
+}
+
+/// Copy the contents of `remote_dir` (absolute) in the container behind `remote` into
+/// `local_dir` (created if missing), verifying every regular file by its sha256. Existing local
+/// files are overwritten (a symlink or file where the pod has a directory is replaced by a
+/// directory); other local files are left alone. To copy one subdirectory, name it on both sides,
+/// e.g. `/__w/_temp/_runner_file_commands` into `<runner temp>/_runner_file_commands`.
+///
+/// # Errors
+/// [`CopyError::CopyOut`] when every attempt failed.
+#[tracing::instrument(skip_all, fields(remote_dir, local_dir = %local_dir.display()))]
+pub async fn copy_out<R: Remote>(
+    remote: &R,
+    remote_dir: &str,
+    local_dir: &Path,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let started = Instant::now();
+    check_remote_dir(remote_dir)?;
+    let exclude = options.matcher();
+    let argv = script_argv(COPY_OUT_SCRIPT, [remote_dir.to_owned()]);
+    let attempt = |_| copy_out_attempt(remote, local_dir, &exclude, argv.clone());
+    match retry(options, attempt).await {
+        Ok(((files, bytes), attempts)) => Ok(CopyReport {
+            files,
+            bytes,
+            duration: started.elapsed(),
+            attempts,
+        }),
+        Err((failure, attempts)) => Err(CopyError::CopyOut {
+            remote_dir: remote_dir.to_owned(),
+            local_dir: local_dir.to_path_buf(),
+            attempts,
+            failure,
+        }),
+    }
+}
+
+async fn copy_out_attempt<R: Remote>(
+    remote: &R,
+    local_dir: &Path,
+    exclude: &Exclude,
+    argv: Vec<String>,
+) -> Result<(usize, u64), AttemptFailure> {
+    tokio::fs::create_dir_all(local_dir)
+        .await
+        .map_err(|source| {
+            AttemptFailure::Unpack(UnpackError::Write {
+                path: local_dir.to_path_buf(),
+                source,
+            })
+        })?;
+    let (mut writer, reader) = tokio::io::duplex(PIPE_CAPACITY);
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let root = local_dir.to_path_buf();
+    let matcher = exclude.clone();
+    let unpacking = tokio::task::spawn_blocking(move || {
+        let mut reader = io::BufReader::with_capacity(READ_BUFFER, bridge);
+        let result = archive::unpack(&mut reader, &root, &matcher);
+        if result.is_err() {
+            // Keep reading so the remote's output never blocks on a full pipe.
+            let _ = io::copy(&mut reader, &mut io::sink());
+        }
+        result
+    });
+    let mut stderr = CappedBuffer::default();
+    let ran = remote.run(argv, None, &mut writer, &mut stderr).await;
+    // End of stream for the unpacking thread, whatever happened.
+    let _ = writer.shutdown().await;
+    drop(writer);
+    let unpacked = unpacking
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let code = ran.map_err(AttemptFailure::Connection)?;
+    if code != 0 {
+        return Err(AttemptFailure::RemoteExit {
+            code,
+            stderr: stderr.text(),
+        });
+    }
+    stderr.log_if_any();
+    let unpacked = unpacked.map_err(AttemptFailure::Unpack)?;
+    let text = unpacked
+        .trailer
+        .iter()
+        .position(|&b| b != 0)
+        .map_or(&[][..], |start| &unpacked.trailer[start..]);
+    let listing = checksum::parse_listing(text, &|name| unpacked.files.contains_key(name))
+        .map_err(AttemptFailure::Listing)?;
+    let listed: HashMap<Vec<u8>, Sha256> = listing
+        .into_iter()
+        .filter(|(name, _)| !exclude.matches(name))
+        .collect();
+    let problems = checksum::compare(&listed, &unpacked.files, true);
+    if problems.is_empty() {
+        Ok((unpacked.files.len(), unpacked.bytes))
+    } else {
+        Err(AttemptFailure::Mismatch {
+            checked: listed.len(),
+            problems,
+        })
+    }
+}
+
+fn check_remote_dir(remote_dir: &str) -> Result<(), CopyError> {
+    if remote_dir.starts_with('/') {
+        Ok(())
+    } else {
+        Err(CopyError::RemoteDirNotAbsolute {
+            remote_dir: remote_dir.to_owned(),
+        })
+    }
+}
+
+/// `sh -c SCRIPT sh ARGS...`: arguments travel as positional parameters, never spliced into the
+/// script, so no quoting is needed.
+fn script_argv(script: &str, args: impl IntoIterator<Item = String>) -> Vec<String> {
+    ["sh", "-c", script, "sh"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(args)
+        .collect()
+}
+
+/// Where copy-in's `find` starts: the distinct top-level entries that hold the files sent
+/// (`./name`), or `.` when there are too many to pass as arguments, or nothing when no file was
+/// sent. Names that are not UTF-8 cannot travel in the exec URL's arguments: then `.` as well.
+fn hash_roots(files: &[(Vec<u8>, Sha256)]) -> Vec<String> {
+    let mut roots: Vec<&[u8]> = Vec::new();
+    for (rel, _) in files {
+        let top = rel.split(|&b| b == b'/').next().unwrap_or_default();
+        if roots.last() != Some(&top) {
+            roots.push(top);
+        }
+    }
+    roots.dedup();
+    let named: Option<Vec<String>> = roots
+        .iter()
+        .map(|r| std::str::from_utf8(r).ok().map(|r| format!("./{r}")))
+        .collect();
+    match named {
+        _ if roots.is_empty() => Vec::new(),
+        Some(named)
+            if named.len() <= TOP_LEVEL_ARGS
+                && named.iter().map(String::len).sum::<usize>() <= TOP_LEVEL_ARGS_BYTES =>
+        {
+            named
+        }
+        _ => vec![".".to_owned()],
+    }
+}
+
+/// Run `attempt` until it succeeds or `options.attempts` attempts failed, waiting
+/// `options.backoff * n` after the n-th failure. Returns the value or the last failure, with the
+/// number of attempts made.
+async fn retry<T, F, Fut>(
+    options: &CopyOptions,
+    mut attempt: F,
+) -> Result<(T, u32), (AttemptFailure, u32)>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, AttemptFailure>>,
+{
+    let attempts = options.attempts.max(1);
+    let mut n = 1;
+    loop {
+        match attempt(n).await {
+            Ok(value) => return Ok((value, n)),
+            Err(failure) if n >= attempts => return Err((failure, n)),
+            Err(failure) => {
+                warn!(
+                    attempt = n,
+                    of = attempts,
+                    "copy attempt failed, retrying: {}",
+                    anyhow::Error::from(failure)
+                );
+                tokio::time::sleep(options.backoff * n).await;
+                n += 1;
+            }
+        }
+    }
+}
+
+/// Keeps the first [`STDERR_LIMIT`] bytes written to it and counts the rest.
+#[derive(Default)]
+struct CappedBuffer {
+    kept: Vec<u8>,
+    dropped: usize,
+}
+
+impl CappedBuffer {
+    fn text(&self) -> String {
+        let mut text = String::from_utf8_lossy(&self.kept).trim().to_owned();
+        if self.dropped > 0 {
+            text.push_str(&format!(" … ({} more bytes)", self.dropped));
+        }
+        text
+    }
+
+    fn log_if_any(&self) {
+        if !self.kept.is_empty() {
+            debug!(stderr = %self.text(), "the copy script succeeded with messages");
+        }
+    }
+}
+
+impl AsyncWrite for CappedBuffer {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let room = STDERR_LIMIT.saturating_sub(self.kept.len()).min(buf.len());
+        self.kept.extend_from_slice(&buf[..room]);
+        self.dropped += buf.len() - room;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_take_their_arguments_as_positional_parameters() {
+        let argv = script_argv(COPY_OUT_SCRIPT, ["/__w/a b".to_owned()]);
+        assert_eq!(argv[..2], ["sh", "-c"]);
+        assert_eq!(argv[3..], ["sh", "/__w/a b"]);
+    }
+
+    #[test]
+    fn copy_in_hashes_under_the_top_level_entries_it_sent() {
+        let digest = Sha256([0; 32]);
+        let files = |names: &[&[u8]]| -> Vec<(Vec<u8>, Sha256)> {
+            names.iter().map(|n| (n.to_vec(), digest)).collect()
+        };
+        assert_eq!(
+            hash_roots(&files(&[b"_temp/a", b"_temp/b/c", b"repo/x", b"top file"])),
+            ["./_temp", "./repo", "./top file"]
+        );
+        assert!(hash_roots(&[]).is_empty());
+        assert_eq!(hash_roots(&files(&[b"a\nb/c"])), ["./a\nb"]);
+        assert_eq!(hash_roots(&files(&[b"\xff/a"])), ["."]);
+        let many: Vec<Vec<u8>> = (0..=TOP_LEVEL_ARGS)
+            .map(|i| format!("f{i}").into_bytes())
+            .collect();
+        let many: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        assert_eq!(hash_roots(&files(&many)), ["."]);
+    }
+
+    #[test]
+    fn mismatch_error_names_the_first_files_and_counts_the_rest() {
+        let problems = (0..7)
+            .map(|i| FileProblem {
+                path: PathBuf::from(format!("f{i}")),
+                problem: Problem::Missing,
+            })
+            .collect();
+        let error = CopyError::CopyIn {
+            local_dir: PathBuf::from("/runner/_work/_temp"),
+            remote_dir: "/__w/_temp".to_owned(),
+            attempts: 3,
+            failure: AttemptFailure::Mismatch {
+                checked: 10,
+                problems,
+            },
+        };
+        let report = format!("{:#}", anyhow::Error::from(error));
+        assert_eq!(
+            report,
+            "copying `/runner/_work/_temp` into the pod at `/__w/_temp` failed after 3 \
+             attempt(s): 7 of 10 files did not arrive intact: `f0` is missing, `f1` is missing, \
+             `f2` is missing, `f3` is missing, `f4` is missing and 2 more"
+        );
+    }
+
+    #[test]
+    fn capped_buffer_keeps_the_start() {
+        let mut buffer = CappedBuffer::default();
+        let data = vec![b'x'; STDERR_LIMIT + 10];
+        let _ = Pin::new(&mut buffer)
+            .poll_write(&mut Context::from_waker(std::task::Waker::noop()), &data);
+        assert!(buffer.text().ends_with("… (10 more bytes)"));
+    }
+
+    #[test]
+    fn report_display() {
+        let report = CopyReport {
+            files: 3,
+            bytes: 2048,
+            duration: Duration::from_millis(1500),
+            attempts: 2,
+        };
+        assert_eq!(
+            report.to_string(),
+            "3 files, 2048 bytes in 1.50s (2 attempts)"
+        );
+    }
+}

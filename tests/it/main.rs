@@ -6,5 +6,11 @@
 mod support;
 
 mod cli;
+mod cluster;
+mod container_step;
+mod fake_api;
+mod job;
+mod job_failures;
 mod protocol;
 mod shim;
+mod workspace;

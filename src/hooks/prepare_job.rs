@@ -1,0 +1,194 @@
+//! `prepare_job`: start the job pod (job container + service containers), fill it in copy mode,
+//! and tell the runner about it.
+//!
+//! Order matters for what a user sees when something is wrong: permissions and configuration
+//! are checked before anything is created; a pod that cannot start fails at once with the
+//! kubelet's reason; whatever this command created is deleted again when it fails (and by
+//! `cleanup_job` in any case, which finds everything by label).
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tracing::{info, warn};
+
+use super::Outcome;
+use crate::k8s::names::{self, JOB_CONTAINER};
+use crate::k8s::spec::{self, JobPodInput, Owner, WorkVolume};
+use crate::k8s::template::Template;
+use crate::k8s::wait::{self, Goal};
+use crate::k8s::{Context, Undo};
+use crate::protocol::{
+    ContainerContext, PrepareJobArgs, PrepareJobResponse, Registry, Response, ResponseContext,
+    State,
+};
+use crate::workspace::{self, CopyOptions};
+
+/// Why a job without a job container is refused: on Kubernetes its steps would run in the runner
+/// pod, which cannot reach service containers at `localhost` as a Docker host can.
+pub const SERVICES_WITHOUT_CONTAINER: &str = "this job has `services:` but no `container:`: on Kubernetes its steps would run in the runner pod, which cannot reach the service containers at `localhost`";
+
+/// Run `prepare_job`.
+///
+/// # Errors
+/// Missing permissions, configuration or runner paths; a pod that cannot start; a copy that
+/// cannot be verified. Whatever this command created is deleted before the error returns.
+pub async fn run(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outcome> {
+    let result = prepare(args, context).await;
+    if result.is_err() {
+        context.undo_all(crate::CANCEL_GRACE).await;
+    }
+    result
+}
+
+async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let Some(job) = args.container.as_ref() else {
+        anyhow::bail!(
+            "{SERVICES_WITHOUT_CONTAINER}; add a `container:` to the job (any image with `sh`, e.g. `container: ubuntu:24.04`) so steps and services share one pod"
+        );
+    };
+    let config = &context.config;
+
+    context
+        .check_permissions()
+        .await
+        .context("cannot start the job: the pre-flight permission check failed")?;
+    let template = config
+        .hook_template
+        .as_deref()
+        .map(Template::load)
+        .transpose()
+        .context("cannot start the job: the hook template is unusable")?;
+    let work_dir = super::runner_work_dir(context)?;
+
+    // Pods and secrets left by an earlier job of this runner (a crashed runner, a skipped
+    // cleanup) are stale now.
+    let (pods, secrets) = context
+        .delete_ours(true, true)
+        .await
+        .context("failed to delete the previous job's pods and secrets")?;
+    if pods + secrets > 0 {
+        info!(pods, secrets, "deleted leftovers of an earlier job");
+    }
+
+    let runner = context.runner_pod().await;
+    let owner = runner.as_ref().map(|r| Owner {
+        name: context.runner_pod.clone(),
+        uid: r.uid.clone(),
+    });
+    let work_volume = super::choose_work_volume(context, runner.as_ref());
+
+    let registries: Vec<&Registry> = std::iter::once(job)
+        .chain(args.services.iter())
+        .filter_map(|c| c.registry.as_ref())
+        .filter(|r| r.username.as_deref().is_some_and(|u| !u.is_empty()))
+        .collect();
+    let mut secret_names = Vec::new();
+    if !registries.is_empty() {
+        let name = names::secret(&context.runner_pod, &names::random_suffix());
+        let secret = spec::pull_secret(&name, &context.runner_pod, owner.as_ref(), &registries);
+        context.create_secret(&secret).await?;
+        context.undo.push(Undo::DeleteSecret(name.clone()));
+        secret_names.push(name);
+    }
+
+    let plan = spec::job_pod(&JobPodInput {
+        runner_pod: &context.runner_pod,
+        owner: owner.as_ref(),
+        work_dir: &work_dir,
+        work_volume: &work_volume,
+        runner_image: &config.runner_image,
+        pull_secret: secret_names.first().map(String::as_str),
+        args: &args,
+        template: template.as_ref(),
+    })
+    .context("cannot build the job pod")?;
+    let pod_name = plan.pod.metadata.name.clone().unwrap_or_default();
+
+    context.create_pod(&plan.pod).await?;
+    context.undo.push(Undo::DeletePod(pod_name.clone()));
+    wait::until(
+        &context.pods(),
+        &pod_name,
+        &Goal::Running {
+            container: JOB_CONTAINER.to_owned(),
+        },
+        config.prepare_job_timeout,
+    )
+    .await
+    .with_context(|| format!("the job pod `{pod_name}` did not start"))?;
+    info!(pod = %pod_name, elapsed = ?started.elapsed(), "job pod running");
+
+    let exec = context.exec_in(&pod_name, JOB_CONTAINER);
+    if let (WorkVolume::EmptyDir, Some(work_mount)) = (&work_volume, plan.work_mount.as_deref()) {
+        let report = workspace::copy_in(&exec, &work_dir, work_mount, &CopyOptions::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to copy the runner's work directory `{}` into pod `{pod_name}`",
+                    work_dir.display()
+                )
+            })?;
+        info!(%report, "work directory copied into the job pod");
+    }
+    for copy in &plan.user_volume_copies {
+        if !copy.source.is_dir() {
+            warn!(source = %copy.source.display(), target = %copy.path, "volume source is not a directory on the runner; the volume starts empty");
+            continue;
+        }
+        let target = context.exec_in(&pod_name, &copy.container);
+        workspace::copy_in(&target, &copy.source, &copy.path, &CopyOptions::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to copy the volume `{}` into `{}` of pod `{pod_name}`",
+                    copy.source.display(),
+                    copy.path
+                )
+            })?;
+    }
+
+    let is_alpine = is_alpine(&exec).await;
+
+    // The job pod and its secret now belong to the job: `cleanup_job` deletes them.
+    context.undo.forget(&Undo::DeletePod(pod_name.clone()));
+    for name in &secret_names {
+        context.undo.forget(&Undo::DeleteSecret(name.clone()));
+    }
+    info!(pod = %pod_name, data_plane = %work_volume.data_plane(), is_alpine, elapsed = ?started.elapsed(), "job ready");
+
+    let container_context = |c: &spec::PlannedContainer| ContainerContext {
+        image: c.image.clone(),
+        ports: c.ports.clone(),
+    };
+    Ok(Outcome::Success(Some(Response::PrepareJob(
+        PrepareJobResponse {
+            state: State {
+                version: State::VERSION,
+                job_pod: pod_name,
+                data_plane: Some(work_volume.data_plane()),
+                secrets: secret_names,
+                is_alpine,
+            },
+            context: ResponseContext {
+                container: plan.job_container.as_ref().map(container_context),
+                services: plan.services.iter().map(container_context).collect(),
+            },
+            is_alpine,
+        },
+    ))))
+}
+
+/// Whether the job image is Alpine, the way the TypeScript hook checks it: an `ID=alpine` line in
+/// `/etc/*release*`. Any failure (no `sh`, no such file) means no: the runner then uses the glibc
+/// node, which is right for every other image.
+async fn is_alpine(exec: &crate::k8s::exec::PodExec) -> bool {
+    let argv = vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        "grep -qi '^ID=\"\\{0,1\\}alpine' /etc/*release* 2>/dev/null".to_owned(),
+    ];
+    let mut out = tokio::io::sink();
+    let mut err = tokio::io::sink();
+    matches!(exec.exec(argv, None, &mut out, &mut err).await, Ok(0))
+}

@@ -1,0 +1,253 @@
+//! Cluster tests: the same job sequences as the fake-API tests, against a real cluster.
+//!
+//! ```sh
+//! KUBECONFIG=~/.kube/config cargo test --test it cluster -- --ignored --test-threads 1
+//! ```
+//! They need a cluster that can pull `busybox`, `redis` and the runner image from their public
+//! registries, and the permissions of docs/user/rbac-role.yaml (plus creating the stand-in
+//! runner pod). Optional: `RUNNER_K8S_HOOK_TEST_NAMESPACE` (default `default`). Each test uses
+//! unique names, labels what it creates, and deletes it at the end, also when it fails.
+//!
+//! The hook runs on this machine, outside the cluster, so these tests use copy mode (a volume
+//! mode test would need this machine to see the runner's work volume). No cluster can be
+//! installed on the project's CI machine: these are the tests a user runs.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use crate::support::runner::{REPO, Runner, runner_pod, text};
+
+const JOB_IMAGE: &str = "busybox:1.36";
+const SERVICE_IMAGE: &str = "redis:7-alpine";
+
+struct Cluster {
+    client: Client,
+    namespace: String,
+    kubeconfig: std::path::PathBuf,
+}
+
+async fn cluster() -> Cluster {
+    let kubeconfig = std::env::var_os("KUBECONFIG")
+        .map(std::path::PathBuf::from)
+        .expect("cluster tests need KUBECONFIG to name a cluster");
+    let client = Client::try_default()
+        .await
+        .expect("a client for KUBECONFIG");
+    let namespace =
+        std::env::var("RUNNER_K8S_HOOK_TEST_NAMESPACE").unwrap_or_else(|_| "default".to_owned());
+    Cluster {
+        client,
+        namespace,
+        kubeconfig,
+    }
+}
+
+/// A stand-in runner pod with a unique name, deleted on drop of the guard.
+struct RunnerPodGuard {
+    pods: Api<Pod>,
+    name: String,
+}
+
+impl Drop for RunnerPodGuard {
+    fn drop(&mut self) {
+        let pods = self.pods.clone();
+        let name = self.name.clone();
+        // Deleting the runner pod also garbage-collects anything the hook left, through the
+        // ownerReferences it sets.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async { pods.delete(&name, &DeleteParams::default()).await })
+        })
+        .join();
+    }
+}
+
+async fn start_runner(cluster: &Cluster) -> (Runner, RunnerPodGuard) {
+    let name = format!("rk8s-test-{}", runner_k8s_hook::k8s::names::random_suffix());
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    pods.create(
+        &PostParams::default(),
+        &runner_pod(&name, JOB_IMAGE, json!({"name": "work", "emptyDir": {}})),
+    )
+    .await
+    .expect("create the stand-in runner pod");
+    let guard = RunnerPodGuard {
+        pods,
+        name: name.clone(),
+    };
+    let home = tempfile::tempdir().unwrap();
+    let work = home.path().join("_work");
+    (
+        Runner::layout(home, work, &name, &cluster.kubeconfig),
+        guard,
+    )
+}
+
+fn prepare_request(runner: &Runner) -> (Value, std::path::PathBuf) {
+    let (mut request, response) = runner.request("prepare_job");
+    let job = &mut request["args"]["container"];
+    job["image"] = JOB_IMAGE.into();
+    job["registry"] = Value::Null;
+    job["portMappings"] = json!([]);
+    request["args"]["services"] = json!([{
+        "image": SERVICE_IMAGE, "dockerfile": null, "entryPointArgs": [], "entryPoint": null,
+        "workingDirectory": null, "createOptions": null, "registry": null,
+        "environmentVariables": {}, "portMappings": ["6379:6379"],
+        "systemMountVolumes": [], "userMountVolumes": []
+    }]);
+    (request, response)
+}
+
+fn hook_env(cluster: &Cluster) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "ACTIONS_RUNNER_KUBERNETES_NAMESPACE",
+            cluster.namespace.clone(),
+        ),
+        (
+            "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE",
+            "copy".to_owned(),
+        ),
+        (
+            "ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS",
+            "300".to_owned(),
+        ),
+    ]
+}
+
+async fn run_hook(
+    runner: &Runner,
+    request: &Value,
+    env: &[(&str, String)],
+) -> std::process::Output {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let child = runner.spawn_hook(request, &env);
+    tokio::task::spawn_blocking(move || child.wait_with_output().expect("hook exits"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one"]
+async fn cluster_job_lifecycle_in_copy_mode() {
+    let cluster = cluster().await;
+    let (runner, _guard) = start_runner(&cluster).await;
+    let env = hook_env(&cluster);
+
+    let (request, response) = prepare_request(&runner);
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "prepare_job:\n{}",
+        text(&output.stderr)
+    );
+    let response: Value =
+        serde_json::from_str(&std::fs::read_to_string(response).unwrap()).unwrap();
+    assert_eq!(response["context"]["services"][0]["ports"]["6379"], "6379");
+    assert_eq!(response["isAlpine"], false);
+    let state = response["state"].clone();
+
+    std::fs::write(runner.temp().join("_runner_file_commands/set_output_1"), "").unwrap();
+    let (step, _) = runner.script_step(
+        r#"echo "result=42" >> "$GITHUB_OUTPUT"
+grep -q refs/heads/main /github/workflow/event.json
+test -f README.md
+# The service shares the pod's network, as a Docker job container shares the job network.
+for i in $(seq 1 30); do nc -z localhost 6379 && break; sleep 1; done
+nc -z localhost 6379
+echo "::notice::in $(pwd) with $MY_VAR"
+"#,
+        json!({
+            "GITHUB_OUTPUT": "/__w/_temp/_runner_file_commands/set_output_1",
+            "MY_VAR": "a $secret `value`",
+        }),
+        &state,
+    );
+    let output = run_hook(&runner, &step, &env).await;
+    assert!(
+        output.status.success(),
+        "step:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert_eq!(
+        text(&output.stdout),
+        format!("::notice::in /__w/{REPO}/{REPO} with a $secret `value`\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(runner.temp().join("_runner_file_commands/set_output_1")).unwrap(),
+        "result=42\n"
+    );
+
+    let (step, _) = runner.script_step("exit 3\n", json!({}), &state);
+    let output = run_hook(&runner, &step, &env).await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+
+    let (mut request, _) = runner.request("cleanup_job");
+    request["state"] = state;
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "cleanup:\n{}",
+        text(&output.stderr)
+    );
+    let ours = ListParams::default().labels(&format!("runner-pod={}", runner.pod));
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    // Deletion with grace 0 is immediate in the API, but give a slow API server a moment.
+    for _ in 0..20 {
+        if pods.list(&ours).await.unwrap().items.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        pods.list(&ours).await.unwrap().items.is_empty(),
+        "pods left"
+    );
+    assert!(
+        secrets.list(&ours).await.unwrap().items.is_empty(),
+        "secrets left"
+    );
+    pods.get(&runner.pod)
+        .await
+        .expect("the runner pod was not touched");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one"]
+async fn cluster_unpullable_image_fails_fast() {
+    let cluster = cluster().await;
+    let (runner, _guard) = start_runner(&cluster).await;
+    let (mut request, _) = prepare_request(&runner);
+    request["args"]["container"]["image"] = "registry.invalid/nothing/here:1".into();
+    let started = std::time::Instant::now();
+    let output = run_hook(&runner, &request, &hook_env(&cluster)).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "waited for the timeout"
+    );
+    assert!(
+        stderr.contains("registry.invalid/nothing/here:1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ErrImagePull") || stderr.contains("ImagePullBackOff"),
+        "{stderr}"
+    );
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let ours = ListParams::default().labels(&format!("runner-pod={}", runner.pod));
+    assert!(
+        pods.list(&ours).await.unwrap().items.is_empty(),
+        "the failed pod was not deleted"
+    );
+}

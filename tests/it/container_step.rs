@@ -1,0 +1,168 @@
+//! Container steps (`run_container_step` from an image) through the binary against the fake API
+//! server, in both data planes: the image's own ENTRYPOINT runs (in an image without a shell),
+//! the step's output and workspace file reach the runner and the next script step, the exit code
+//! decides, and the step pod is gone afterwards.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::{Value, json};
+
+use crate::support::fake_api::{FakeCluster, ImageSpec};
+use crate::support::runner::{Mode, Runner, text};
+
+const POD: &str = "runner-cs";
+/// An action image with no shell at all: its only file is its entrypoint, a static binary.
+const ACTION_IMAGE: &str = "ghcr.io/octo-org/no-shell-action:v1";
+
+async fn run_hook(runner: &Runner, request: &Value) -> std::process::Output {
+    let child = runner.spawn_hook(request, &[]);
+    tokio::task::spawn_blocking(move || child.wait_with_output().expect("hook exits"))
+        .await
+        .expect("join")
+}
+
+/// Register the action image: its only file is `/busybox` (a static binary), so there is no
+/// `/bin/sh`, `env` or `tail` for a hook to lean on.
+fn register_action_image(cluster: &FakeCluster, dir: &std::path::Path) {
+    let rootfs = dir.join("action-rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("busybox")).unwrap();
+    // The entrypoint writes an output, a workspace file and its arguments, and exits with the
+    // code in $EXIT (default 0). BusyBox runs its `sh` applet when called with `sh` first: the
+    // image itself has no /bin/sh, so the hook cannot be relying on one.
+    let script = r#"echo "greeting=hello $1" >> "$GITHUB_OUTPUT"
+echo "made by the step in $PWD" > /github/workspace/from-step.txt
+echo "args: [$1] [$2]"
+echo "to stderr" >&2
+exit "${EXIT:-0}""#;
+    cluster.images().register(
+        ACTION_IMAGE,
+        ImageSpec::host(&[])
+            .with_entrypoint(&["/busybox", "sh", "-c", script, "action"])
+            .with_rootfs(&rootfs),
+    );
+}
+
+async fn setup(mode: Mode) -> (FakeCluster, Runner, Value) {
+    let cluster = FakeCluster::start().await;
+    cluster.images().register_common();
+    for image in ["node:22", "redis:7"] {
+        cluster.images().register_host(image, &["sleep", "3600"]);
+    }
+    let runner = Runner::start(&cluster, POD, mode).await;
+    register_action_image(&cluster, &runner.work);
+    let (mut request, response) = runner.request("prepare_job");
+    request["args"]["container"]["registry"] = Value::Null;
+    request["args"]["services"] = json!([]);
+    let output = run_hook(&runner, &request).await;
+    assert!(
+        output.status.success(),
+        "prepare_job:\n{}",
+        text(&output.stderr)
+    );
+    let state = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap()).unwrap()
+        ["state"]
+        .clone();
+    (cluster, runner, state)
+}
+
+fn container_step(runner: &Runner, state: &Value, image: &str, exit: &str) -> Value {
+    let (mut request, _) = runner.request("run_container_step");
+    request["state"] = state.clone();
+    let args = &mut request["args"];
+    args["image"] = image.into();
+    // No `entrypoint:` in the action: the image's own ENTRYPOINT runs with these args.
+    args["entryPoint"] = Value::Null;
+    args["environmentVariables"]["EXIT"] = exit.into();
+    args["environmentVariables"]["GITHUB_OUTPUT"] = "/github/file_commands/set_output_cs".into();
+    request
+}
+
+async fn step_pods_left(cluster: &FakeCluster) -> usize {
+    let pods: Api<Pod> = Api::namespaced(cluster.client().await, cluster.namespace());
+    pods.list(&ListParams::default().labels("app.kubernetes.io/component=step"))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+async fn container_step_results_reach_the_next_step(mode: Mode) {
+    let (cluster, runner, state) = setup(mode).await;
+    std::fs::write(
+        runner.temp().join("_runner_file_commands/set_output_cs"),
+        "",
+    )
+    .unwrap();
+
+    let request = container_step(&runner, &state, ACTION_IMAGE, "0");
+    let output = run_hook(&runner, &request).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "container step:\n{stdout}{stderr}");
+    // The runner's split of `"hello" "big world"` is undone: two arguments, as docker run gives.
+    assert!(stdout.contains("args: [hello] [big world]\n"), "{stdout}");
+    assert!(
+        stdout.contains("to stderr\n"),
+        "the container's stderr is in the step log: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(runner.temp().join("_runner_file_commands/set_output_cs")).unwrap(),
+        "greeting=hello hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(runner.workspace().join("from-step.txt")).unwrap(),
+        "made by the step in /github/workspace\n",
+        "the workspace file is on the runner side"
+    );
+
+    // The next script step, in the job pod, sees the file the container step wrote.
+    let (step, _) = runner.script_step("cat from-step.txt\n", json!({}), &state);
+    let output = run_hook(&runner, &step).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "made by the step in /github/workspace\n"
+    );
+
+    // A container step that exits 3 fails the hook with 3.
+    let request = container_step(&runner, &state, ACTION_IMAGE, "3");
+    let output = run_hook(&runner, &request).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("exited with code 3"), "{stderr}");
+    assert_eq!(step_pods_left(&cluster).await, 0, "step pods are deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_step_in_volume_mode() {
+    container_step_results_reach_the_next_step(Mode::Volume).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_step_in_copy_mode() {
+    container_step_results_reach_the_next_step(Mode::Copy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpullable_step_image_fails_within_seconds_and_leaves_no_pod() {
+    let (cluster, runner, state) = setup(Mode::Copy).await;
+    let request = container_step(&runner, &state, "ghcr.io/octo-org/gone:v9", "0");
+    let started = Instant::now();
+    let output = run_hook(&runner, &request).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("ghcr.io/octo-org/gone:v9"), "{stderr}");
+    assert!(
+        stderr.contains("ErrImagePull") || stderr.contains("ImagePullBackOff"),
+        "{stderr}"
+    );
+    assert_eq!(step_pods_left(&cluster).await, 0, "the step pod is deleted");
+}
