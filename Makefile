@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test demo deps lint fmt bench bench-startup
+.PHONY: test demo deps lint fmt bench bench-startup bench-build bench-copy
 
 deps:
 	@scripts/install-deps.sh test
@@ -20,12 +20,16 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-demo:
-	@echo "make demo arrives with the Dockerfile build (issue 5): it will build examples/hello-action rootless," >&2
-	@echo "push it to a local registry under a random tag and run it. Until then, 'make test' shows what works." >&2
-	@exit 2
+demo: ## build examples/hello-action rootless, push it to a local registry, run it (scripts/demo.sh)
+	@scripts/demo.sh
 
-bench: bench-startup ## start-up cost of the hook binary and the node shim (see bench/README.md)
+bench: bench-startup bench-copy bench-build ## every benchmark (see bench/README.md)
+
+bench-copy: deps
+	bench/copy.sh
 
 bench-startup: deps
 	bench/startup.sh
+
+bench-build: deps
+	bench/build.sh

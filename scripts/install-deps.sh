@@ -5,7 +5,7 @@
 # usage: scripts/install-deps.sh test|demo
 set -euo pipefail
 
-want=(bubblewrap hyperfine nodejs)
+want=(bubblewrap busybox-static hyperfine nodejs)
 # Real builds (tests/it/build_real.rs, make demo, bench/build.sh): rootless Buildah, a local
 # registry (run by hand on 127.0.0.1, never as the package's service: policy-rc.d keeps it
 # stopped), subordinate ids (uidmap: newuidmap/newgidmap), a busybox base image made without

@@ -5,6 +5,8 @@
 //! and `k8s` (uv's `diagnostics.rs`), so the text that tells a user what to do lives here, in one
 //! place, and is tested against the exact output.
 
+use crate::build::BuildError;
+use crate::build::cli::UsageError;
 use crate::config::{self, ConfigError};
 use crate::k8s::K8sError;
 use crate::k8s::exec::ExecError;
@@ -58,6 +60,18 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
                     "the hook names everything it creates after the runner pod: ARC sets `{}` from the pod's `metadata.name`; elsewhere, set it in the runner's environment (see docs/user/configuration.md)",
                     config::RUNNER_POD_NAME
                 )),
+                ConfigError::Missing {
+                    var: config::REGISTRY_HOST,
+                } => hints.push(format!(
+                    "Dockerfile actions are built and pushed to a registry that the cluster's nodes can pull from: set `{}` (e.g. `ghcr.io/owner`), or `{}` and `{}` when pods and nodes reach it under different names, and `{}` for its credentials (see docs/user/dockerfile-actions.md)",
+                    config::REGISTRY_HOST,
+                    config::REGISTRY_HOST_PUSH,
+                    config::REGISTRY_HOST_PULL,
+                    config::REGISTRY_SECRET_NAME
+                )),
+                ConfigError::Options { .. } => hints.push(
+                    "registry credentials and certificates come from the registry Secret and the CA setting, never from options; see docs/user/dockerfile-actions.md for the allowed options and why".to_owned(),
+                ),
                 ConfigError::Missing { .. } | ConfigError::Invalid { .. } => hints.push(
                     "see docs/user/configuration.md for every variable and its accepted values"
                         .to_owned(),
@@ -96,6 +110,14 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
                 )),
                 _ => {}
             }
+        } else if let Some(e) = cause.downcast_ref::<BuildError>() {
+            if let Some(hint) = build_hint(e) {
+                hints.push(hint);
+            }
+        } else if cause.downcast_ref::<UsageError>().is_some() {
+            hints.push(
+                "usage: runner-k8s-hook build --context DIR [--file F] --image REF [--build-arg K=V]... [--no-push] [--user USER] (see `runner-k8s-hook build --help`)".to_owned(),
+            );
         } else if let Some(e) = cause.downcast_ref::<ExecError>() {
             match e {
                 ExecError::HeartbeatTimeout { .. } | ExecError::Connection { .. } | ExecError::ClosedWithoutStatus { .. } => hints.push(format!(
@@ -111,6 +133,48 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
     }
     hints.dedup();
     hints
+}
+
+/// What to do about a failed build.
+fn build_hint(error: &BuildError) -> Option<String> {
+    let not_installed =
+        |lines: &[String]| lines.iter().any(|l| l.contains("buildah is not installed"));
+    match error {
+        BuildError::PushRefused { .. } => Some(format!(
+            "the registry refused the credentials: check the `kubernetes.io/dockerconfigjson` Secret named by `{}` (its `auths` key must be the registry host, e.g. `ghcr.io` or `registry.ns.svc:5000`) and that its account may push to this repository (the `build` command reads `--authfile`)",
+            config::REGISTRY_SECRET_NAME
+        )),
+        BuildError::BuildFailed { .. } if error.is_auth_failure() => Some(format!(
+            "a registry refused a pull during the build (a private `FROM` image): put credentials for that registry in the Secret named by `{}` too",
+            config::REGISTRY_SECRET_NAME
+        )),
+        BuildError::BuildFailed { .. } => Some(
+            "a step of the Dockerfile failed: the whole build log is above, in the build's log group".to_owned(),
+        ),
+        BuildError::PushFailed { .. } => Some(format!(
+            "check that the build pod reaches the push host (`{}` or `{}`); for a registry with a private CA set `{}`, for one on plain HTTP add `--tls-verify=false` to `{}` and `{}`",
+            config::REGISTRY_HOST_PUSH,
+            config::REGISTRY_HOST,
+            config::REGISTRY_CA,
+            config::BUILD_OPTIONS,
+            config::PUSH_OPTIONS
+        )),
+        BuildError::DockerfileMissing { .. } => Some(
+            "`runs.image` in action.yml names the Dockerfile relative to the action's directory; the build context is the Dockerfile's directory, and `.dockerignore` must not exclude the Dockerfile".to_owned(),
+        ),
+        BuildError::Timeout { .. } => Some(format!(
+            "raise `{}` for builds that legitimately take longer; the pod's resources are set by `{}`",
+            config::BUILD_TIMEOUT_SECONDS,
+            config::BUILDER_RESOURCES
+        )),
+        BuildError::Start { program, .. } if program == "runuser" => Some(
+            "`--user` needs root and `runuser` (util-linux); without `--user` the build runs as the current user".to_owned(),
+        ),
+        BuildError::Setup { last_lines } if not_installed(last_lines) => Some(
+            "install Buildah (`apt-get install buildah uidmap`, or `scripts/install-deps.sh demo`)".to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! the process: it reads stdin, turns signals into a [`Cancel`], and prints the outcome.
 #![warn(missing_docs)]
 
+pub mod build;
 pub mod config;
 pub mod error;
 pub mod hooks;

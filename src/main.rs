@@ -1,5 +1,6 @@
 //! The hook binary: read the request from stdin, run it, report. All logic is in the library.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -8,6 +9,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|arg| arg == "build") {
+        return build(&args[1..]);
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => return fail(&anyhow::Error::new(err)),
@@ -58,6 +63,42 @@ fn main() -> ExitCode {
                 fail(&err)
             }
         }
+    }
+}
+
+/// `runner-k8s-hook build ...`: the build engine on this machine (`build::cli`). A signal
+/// drops the build, which stops its processes and removes its temporary files.
+fn build(args: &[OsString]) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => return fail(&anyhow::Error::new(err)),
+    };
+    logging::init(&config);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            return fail(&anyhow::Error::new(err).context("failed to start the async runtime"));
+        }
+    };
+    let result = runtime.block_on(async {
+        let mut stdout = tokio::io::stdout();
+        tokio::select! {
+            result = runner_k8s_hook::build::cli::run(args, &config, &mut stdout) => result,
+            signal = wait_for_signal() => Err(Cancelled(signal).into()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => match err.downcast_ref::<Cancelled>() {
+            Some(Cancelled(signal)) => {
+                eprint!("{}", error::report(&err));
+                ExitCode::from(signal.exit_code())
+            }
+            None => fail(&err),
+        },
     }
 }
 

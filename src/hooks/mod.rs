@@ -1,6 +1,7 @@
 //! One module per runner command, named exactly after it, and the single `match` that
 //! dispatches a request to it.
 
+pub mod build_action;
 pub mod cleanup_job;
 pub mod prepare_job;
 pub mod run_container_step;
@@ -107,5 +108,18 @@ pub(crate) fn choose_work_volume(context: &Context, runner: Option<&RunnerPod>) 
     WorkVolume::Claim {
         claim_name: claim,
         placement,
+    }
+}
+
+/// The work volume of a step's pods: the job's choice when there is a job (its state), else the
+/// same choice `prepare_job` would make (a job without `container:` never ran it).
+pub(crate) fn step_work_volume(
+    state: Option<&State>,
+    context: &Context,
+    runner: Option<&RunnerPod>,
+) -> WorkVolume {
+    match state.and_then(|s| s.data_plane) {
+        Some(crate::protocol::DataPlane::Copy) => WorkVolume::EmptyDir,
+        _ => choose_work_volume(context, runner),
     }
 }

@@ -27,7 +27,7 @@ use crate::k8s::spec::{
 use crate::k8s::template::Template;
 use crate::k8s::wait::{self, Goal, Reached};
 use crate::k8s::{Context, Undo};
-use crate::protocol::{ContainerDefinition, DataPlane, State};
+use crate::protocol::{ContainerDefinition, State};
 use crate::workspace::{self, CopyOptions};
 
 /// The step itself runs as long as it needs: the runner's `timeout-minutes` cancels it with a
@@ -49,25 +49,42 @@ pub async fn run(
     state: Option<State>,
     context: &Context,
 ) -> anyhow::Result<Outcome> {
-    if args.dockerfile.as_deref().is_some_and(|d| !d.is_empty()) {
-        anyhow::bail!(
-            "Dockerfile container actions (`runs.image: Dockerfile`) are not supported by this build yet; use an action that names a pre-built image (`runs.image: docker://...`)"
-        );
-    }
-    let image = args
-        .image
-        .as_deref()
-        .filter(|i| !i.is_empty())
-        .context("the `run_container_step` request has neither `image` nor `dockerfile`")?
-        .to_owned();
-    let result = run_image(&args, &image, state.as_ref(), context).await;
+    let result = match args.dockerfile.as_deref().filter(|d| !d.is_empty()) {
+        Some(dockerfile) => {
+            match super::build_action::build(&args, Path::new(dockerfile), state.as_ref(), context)
+                .await
+            {
+                Ok(built) => {
+                    run_image(
+                        &args,
+                        &built.pull_ref,
+                        state.as_ref(),
+                        context,
+                        built.pull_secret.as_deref(),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        None => {
+            let image = args
+                .image
+                .as_deref()
+                .filter(|i| !i.is_empty())
+                .context("the `run_container_step` request has neither `image` nor `dockerfile`")?
+                .to_owned();
+            run_image(&args, &image, state.as_ref(), context, None).await
+        }
+    };
     // Whatever happened, the step pod and its secret go (a signal is handled by the caller's
     // undo of the same entries).
     context.undo_all(crate::CANCEL_GRACE).await;
     result
 }
 
-/// Run the step from `image` (a pulled image, or the pinned reference of a built one).
+/// Run the step from `image` (a pulled image, or the pinned reference of a built one, pulled
+/// with `registry_secret`).
 ///
 /// # Errors
 /// As [`run`]; leaves the undo entries of what it created for the caller.
@@ -76,6 +93,7 @@ pub async fn run_image(
     image: &str,
     state: Option<&State>,
     context: &Context,
+    registry_secret: Option<&str>,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let config = &context.config;
@@ -91,15 +109,13 @@ pub async fn run_image(
         name: context.runner_pod.clone(),
         uid: r.uid.clone(),
     });
-    // The job's choice when there is a job; a job without `container:` never ran prepare_job.
-    let work_volume = match state.and_then(|s| s.data_plane) {
-        Some(DataPlane::Copy) => WorkVolume::EmptyDir,
-        _ => super::choose_work_volume(context, runner.as_ref()),
-    };
+    let work_volume = super::step_work_volume(state, context, runner.as_ref());
     let job_pod = state.map(|s| s.job_pod.as_str()).filter(|p| !p.is_empty());
     let workspace = workspace_dir(args, &work_dir)?;
 
     let pull_secret = match args.registry.as_ref() {
+        // A built image is pulled with the configured registry Secret.
+        _ if registry_secret.is_some() => registry_secret.map(str::to_owned),
         Some(registry) if registry.username.as_deref().is_some_and(|u| !u.is_empty()) => {
             let name = names::secret(&context.runner_pod, &names::random_suffix());
             let secret = spec::pull_secret(&name, &context.runner_pod, owner.as_ref(), &[registry]);

@@ -4,6 +4,7 @@
 //! namespace, the configuration and the runner pod's name. Pure spec builders live beside it and
 //! are tested without a cluster.
 
+pub mod build;
 pub mod exec;
 pub mod names;
 pub mod objects;

@@ -21,10 +21,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    LocalObjectReference, SecretEnvSource,
-    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, PreferredSchedulingTerm,
-    Secret, SecurityContext, Volume, VolumeMount,
+    Secret, SecretEnvSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Serialize;
@@ -512,33 +511,17 @@ pub fn job_pod(input: &JobPodInput<'_>) -> Result<JobPodPlan, SpecError> {
         _ => None,
     };
 
-    let mut pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(names::job_pod(runner_pod)),
-            labels: Some(object_labels(runner_pod, COMPONENT_JOB)),
-            owner_references: input.owner.map(|o| vec![owner_reference(o)]),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers,
-            init_containers: (!init_containers.is_empty()).then_some(init_containers),
-            volumes: (!volumes.is_empty()).then_some(volumes),
-            restart_policy: Some("Never".into()),
-            security_context: Some(pod_security_context()),
-            image_pull_secrets: input.pull_secret.map(|name| {
-                vec![LocalObjectReference {
-                    name: name.to_owned(),
-                }]
-            }),
-            affinity,
-            // Docker gives a job container no variables about other services; Kubernetes
-            // service links would add `<SERVICE>_PORT=tcp://...` for every Service in the
-            // namespace, which clobbers variables like `REDIS_PORT` that images and tests read.
-            enable_service_links: Some(false),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let mut pod = runner_pod_object(PodParts {
+        name: names::job_pod(runner_pod),
+        runner_pod,
+        component: COMPONENT_JOB,
+        owner: input.owner,
+        containers,
+        init_containers,
+        volumes,
+        affinity,
+        pull_secret: input.pull_secret,
+    });
 
     if let Some(template) = input.template {
         template::apply(&mut pod, template, PodKind::Job).map_err(SpecError::ApplyTemplate)?;
@@ -659,9 +642,12 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
     let mut step = base_container(JOB_CONTAINER, &definition, &mut mounts, 0)?;
     if let Some(secret) = input.env_secret {
         let (from_secret, plain) = split_env(&definition.environment_variables);
-        debug!(in_secret = from_secret.len(), plain = plain.len(), "step environment");
-        step.env = Some(environment_without_defaults(&plain))
-            .filter(|e| !e.is_empty());
+        debug!(
+            in_secret = from_secret.len(),
+            plain = plain.len(),
+            "step environment"
+        );
+        step.env = Some(environment_without_defaults(&plain)).filter(|e| !e.is_empty());
         step.env_from = Some(vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
                 name: secret.to_owned(),
@@ -743,30 +729,17 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
         WorkVolume::EmptyDir => None,
     };
 
-    let mut pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(names::step_pod(runner_pod, input.suffix)),
-            labels: Some(object_labels(runner_pod, COMPONENT_STEP)),
-            owner_references: input.owner.map(|o| vec![owner_reference(o)]),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers,
-            init_containers: (!init_containers.is_empty()).then_some(init_containers),
-            volumes: (!volumes.is_empty()).then_some(volumes),
-            restart_policy: Some("Never".into()),
-            security_context: Some(pod_security_context()),
-            image_pull_secrets: input.pull_secret.map(|name| {
-                vec![LocalObjectReference {
-                    name: name.to_owned(),
-                }]
-            }),
-            affinity,
-            enable_service_links: Some(false),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let mut pod = runner_pod_object(PodParts {
+        name: names::step_pod(runner_pod, input.suffix),
+        runner_pod,
+        component: COMPONENT_STEP,
+        owner: input.owner,
+        containers,
+        init_containers,
+        volumes,
+        affinity,
+        pull_secret: input.pull_secret,
+    });
     if let Some(template) = input.template {
         template::apply(&mut pod, template, PodKind::Step).map_err(SpecError::ApplyTemplate)?;
     }
@@ -774,6 +747,51 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
         pod,
         work_mount: copy_mode.then(|| STEP_WORK_MOUNT.to_owned()),
     })
+}
+
+/// What differs between the hook's job and step pods.
+struct PodParts<'a> {
+    name: String,
+    runner_pod: &'a str,
+    component: &'a str,
+    owner: Option<&'a Owner>,
+    containers: Vec<Container>,
+    init_containers: Vec<Container>,
+    volumes: Vec<Volume>,
+    affinity: Option<Affinity>,
+    pull_secret: Option<&'a str>,
+}
+
+/// A pod of this runner: labels, ownerReference, `restartPolicy: Never`, the runner's
+/// `fsGroup`, and no service links.
+fn runner_pod_object(parts: PodParts<'_>) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(parts.name),
+            labels: Some(object_labels(parts.runner_pod, parts.component)),
+            owner_references: parts.owner.map(|o| vec![owner_reference(o)]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: parts.containers,
+            init_containers: (!parts.init_containers.is_empty()).then_some(parts.init_containers),
+            volumes: (!parts.volumes.is_empty()).then_some(parts.volumes),
+            restart_policy: Some("Never".into()),
+            security_context: Some(pod_security_context()),
+            image_pull_secrets: parts.pull_secret.map(|name| {
+                vec![LocalObjectReference {
+                    name: name.to_owned(),
+                }]
+            }),
+            affinity: parts.affinity,
+            // Docker gives a job container no variables about other services; Kubernetes
+            // service links would add `<SERVICE>_PORT=tcp://...` for every Service in the
+            // namespace, which clobbers variables like `REDIS_PORT` that images and tests read.
+            enable_service_links: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Label value of step environment secrets.
@@ -1825,7 +1843,10 @@ spec:
         assert_eq!(data["CI"].0, b"true");
         assert_eq!(secret.immutable, Some(true));
         // A name a Secret key cannot hold stays in the container spec.
-        let odd = BTreeMap::from([("A B".to_owned(), "1".to_owned()), ("OK".to_owned(), "2".to_owned())]);
+        let odd = BTreeMap::from([
+            ("A B".to_owned(), "1".to_owned()),
+            ("OK".to_owned(), "2".to_owned()),
+        ]);
         let (in_secret, plain) = split_env(&odd);
         assert!(in_secret.contains_key("OK") && plain.contains_key("A B"));
     }
@@ -1834,7 +1855,10 @@ spec:
     fn step_pod_undoes_the_runner_split_of_quoted_args() {
         let plan = step("run_container_step", &WorkVolume::EmptyDir, None);
         let step = &plan.pod.spec.as_ref().unwrap().containers[0];
-        assert_eq!(step.command.as_deref(), Some(&["/entrypoint.sh".to_owned()][..]));
+        assert_eq!(
+            step.command.as_deref(),
+            Some(&["/entrypoint.sh".to_owned()][..])
+        );
         assert_eq!(
             step.args.as_deref(),
             Some(&["hello".to_owned(), "big world".to_owned()][..])

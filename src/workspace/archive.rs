@@ -163,37 +163,102 @@ fn pack_dir(
             continue;
         }
         let meta = fs::symlink_metadata(&path).map_err(at(&path))?;
-        let kind = meta.file_type();
-        if kind.is_dir() {
+        if meta.is_dir() {
             pack_dir(&path, &child, exclude, writer, files, bytes)?;
-            let mut name = child.clone();
-            name.push(b'/');
-            writer
-                .entry(EntryType::Directory, &name, None, &meta, None)
-                .map_err(at(&path))?;
-        } else if kind.is_file() {
-            let mut file = File::open(&path).map_err(at(&path))?;
-            let digest = writer
-                .entry(EntryType::Regular, &child, None, &meta, Some(&mut file))
-                .map_err(at(&path))?;
-            *bytes += meta.len();
-            files.push((child, digest));
-        } else if kind.is_symlink() {
-            let target = fs::read_link(&path).map_err(at(&path))?;
-            writer
-                .entry(
-                    EntryType::Symlink,
-                    &child,
-                    Some(target.as_os_str().as_bytes()),
-                    &meta,
-                    None,
-                )
-                .map_err(at(&path))?;
-        } else {
-            debug!(path = %path.display(), "not copying a socket, FIFO or device");
         }
+        pack_entry(&path, child, &meta, writer, files, bytes)?;
     }
     Ok(())
+}
+
+/// Write the one entry for `path` (named `rel`, with its `lstat` metadata `meta`): a directory
+/// entry alone (its contents are separate entries), a regular file with its contents, or a
+/// symlink as a symlink. Sockets, FIFOs and devices are skipped.
+fn pack_entry(
+    path: &Path,
+    rel: Vec<u8>,
+    meta: &fs::Metadata,
+    writer: &mut TarWriter<BufWriter<File>>,
+    files: &mut Vec<(Vec<u8>, Sha256)>,
+    bytes: &mut u64,
+) -> Result<(), PackError> {
+    let at = |source| PackError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        let mut name = rel;
+        name.push(b'/');
+        writer
+            .entry(EntryType::Directory, &name, None, meta, None)
+            .map_err(at)?;
+    } else if kind.is_file() {
+        let mut file = File::open(path).map_err(at)?;
+        let digest = writer
+            .entry(EntryType::Regular, &rel, None, meta, Some(&mut file))
+            .map_err(at)?;
+        *bytes += meta.len();
+        files.push((rel, digest));
+    } else if kind.is_symlink() {
+        let target = fs::read_link(path).map_err(at)?;
+        writer
+            .entry(
+                EntryType::Symlink,
+                &rel,
+                Some(target.as_os_str().as_bytes()),
+                meta,
+                None,
+            )
+            .map_err(at)?;
+    } else {
+        debug!(path = %path.display(), "not copying a socket, FIFO or device");
+    }
+    Ok(())
+}
+
+/// Pack exactly `entries` of `root`: relative paths (no `./`, no trailing `/`), written in the
+/// order given, each as what it is now (`lstat`): a directory entry alone, a regular file, or a
+/// symlink as a symlink (never followed). For the archive layout described in the module docs,
+/// list each directory after its contents. Used when the caller selects the files itself (the
+/// build context and its `.dockerignore`).
+pub(crate) fn pack_entries(root: &Path, entries: &[Vec<u8>]) -> Result<Packed, PackError> {
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PackError { path, source }
+    };
+    let file = tempfile::tempfile().map_err(at(&std::env::temp_dir()))?;
+    let mut writer = TarWriter {
+        out: BufWriter::with_capacity(WRITE_BUFFER, file),
+        len: 0,
+        buffer: vec![0; CHUNK],
+    };
+    let mut files = Vec::new();
+    let mut bytes = 0;
+    for rel in entries {
+        let path = root.join(std::ffi::OsStr::from_bytes(rel));
+        let meta = fs::symlink_metadata(&path).map_err(at(&path))?;
+        pack_entry(
+            &path,
+            rel.clone(),
+            &meta,
+            &mut writer,
+            &mut files,
+            &mut bytes,
+        )?;
+    }
+    writer.finish().map_err(at(root))?;
+    let TarWriter { out, len, .. } = writer;
+    let file = out.into_inner().map_err(|e| PackError {
+        path: root.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    Ok(Packed {
+        file,
+        len,
+        files,
+        bytes,
+    })
 }
 
 struct TarWriter<W: Write> {

@@ -52,7 +52,8 @@ use archive::Exclude;
 
 /// Copy-in script. `$1`: destination directory, `$2`: archive length, then the top-level
 /// entries of the archive that hold regular files (`./name`, or `.`). Stdin: the archive.
-/// Stdout: `sha256sum` of every regular file under those entries.
+/// Stdout: `sha256sum` of every regular file under those entries. Exit code 3: hashing failed
+/// for some file.
 ///
 /// `head -c` is the only reader of stdin and nothing follows the archive: BusyBox `head` reads a
 /// pipe with a full buffer and drops what it read past its count, so two readers in a row would
@@ -64,8 +65,13 @@ shift 2
 mkdir -p "$dst"
 head -c "$len" | tar -x -f - -C "$dst"
 cd "$dst"
-if [ "$#" -gt 0 ]; then find "$@" -type f -exec sha256sum {} +; fi
+if [ "$#" -gt 0 ]; then find "$@" -type f -exec sha256sum {} + || exit 3; fi
 "#;
+
+/// [`COPY_IN_SCRIPT`]'s exit code when extraction worked but some file could not be hashed (an
+/// unreadable file that was already in the destination, or `sha256sum` missing). The listing
+/// decides then: if every file sent verified, the copy succeeded.
+const HASH_INCOMPLETE: i32 = 3;
 
 /// Copy-out script. `$1`: source directory. Stdout: a tar archive of `.`, then `sha256sum` of
 /// every regular file under `.`.
@@ -300,13 +306,121 @@ pub async fn copy_in<R: Remote>(
             path: e.path,
             source: e.source,
         })?;
+    let packed = PackedDir {
+        local_dir: local_dir.to_path_buf(),
+        packed,
+    };
+    send_packed(remote, &packed, remote_dir, options, started).await
+}
+
+/// A selection of a local directory packed into a temporary archive by [`pack_selection`], ready
+/// to be copied into a pod with [`copy_in_packed`] (once or several times).
+pub struct PackedDir {
+    local_dir: PathBuf,
+    packed: archive::Packed,
+}
+
+impl fmt::Debug for PackedDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PackedDir")
+            .field("local_dir", &self.local_dir)
+            .field("archive_len", &self.packed.len)
+            .field("files", &self.packed.files.len())
+            .field("bytes", &self.packed.bytes)
+            .finish()
+    }
+}
+
+impl PackedDir {
+    /// The directory the entries were packed from.
+    pub fn local_dir(&self) -> &Path {
+        &self.local_dir
+    }
+
+    /// Length of the archive in bytes.
+    pub fn archive_len(&self) -> u64 {
+        self.packed.len
+    }
+
+    /// Sum of the regular files' sizes.
+    pub fn bytes(&self) -> u64 {
+        self.packed.bytes
+    }
+
+    /// Every regular file in the archive (relative path, as bytes), in archive order, with the
+    /// sha256 it was packed with.
+    pub fn files(&self) -> &[(Vec<u8>, Sha256)] {
+        &self.packed.files
+    }
+
+    /// The archive, read from its start (a new handle on the same temporary file, which shares
+    /// its position with every other handle: read one at a time).
+    ///
+    /// # Errors
+    /// When the file handle cannot be duplicated or rewound.
+    pub fn open(&self) -> io::Result<std::fs::File> {
+        use std::io::Seek as _;
+        let mut file = self.packed.file.try_clone()?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok(file)
+    }
+}
+
+/// Pack exactly `entries` of `local_dir` (relative paths, each directory listed after its
+/// contents) into a temporary archive, hashing every regular file. Symlinks are packed as
+/// symlinks, never followed; a listed directory is packed as an entry alone (list its contents
+/// too); sockets, FIFOs and devices are skipped. Blocking: call it from
+/// `tokio::task::spawn_blocking` in async code.
+///
+/// # Errors
+/// [`CopyError::Pack`] naming the entry that could not be read.
+pub fn pack_selection(local_dir: &Path, entries: &[PathBuf]) -> Result<PackedDir, CopyError> {
+    let entries: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| e.as_os_str().as_encoded_bytes().to_vec())
+        .collect();
+    let packed = archive::pack_entries(local_dir, &entries).map_err(|e| CopyError::Pack {
+        local_dir: local_dir.to_path_buf(),
+        path: e.path,
+        source: e.source,
+    })?;
+    Ok(PackedDir {
+        local_dir: local_dir.to_path_buf(),
+        packed,
+    })
+}
+
+/// Copy an archive made by [`pack_selection`] into `remote_dir` (absolute; created if missing),
+/// verified and retried exactly like [`copy_in`]. `options.exclude` does not apply: the
+/// selection was made when packing.
+///
+/// # Errors
+/// [`CopyError::CopyIn`] when every attempt failed.
+#[tracing::instrument(skip_all, fields(local_dir = %packed.local_dir.display(), remote_dir))]
+pub async fn copy_in_packed<R: Remote>(
+    remote: &R,
+    packed: &PackedDir,
+    remote_dir: &str,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    check_remote_dir(remote_dir)?;
+    send_packed(remote, packed, remote_dir, options, Instant::now()).await
+}
+
+async fn send_packed<R: Remote>(
+    remote: &R,
+    packed: &PackedDir,
+    remote_dir: &str,
+    options: &CopyOptions,
+    started: Instant,
+) -> Result<CopyReport, CopyError> {
+    let PackedDir { local_dir, packed } = packed;
     debug!(
         files = packed.files.len(),
         archive = packed.len,
         elapsed = ?started.elapsed(),
         "packed"
     );
-    eprintln!("TIMING packed {:?}", started.elapsed());
     let sent: HashMap<Vec<u8>, Sha256> = packed.files.iter().cloned().collect();
     let argv = script_argv(
         COPY_IN_SCRIPT,
@@ -314,7 +428,7 @@ pub async fn copy_in<R: Remote>(
             .into_iter()
             .chain(hash_roots(&packed.files)),
     );
-    let attempt = |_| copy_in_attempt(remote, &packed, &sent, argv.clone());
+    let attempt = |_| copy_in_attempt(remote, packed, &sent, argv.clone());
     match retry(options, attempt).await {
         Ok(((), attempts)) => Ok(CopyReport {
             files: packed.files.len(),
@@ -323,7 +437,7 @@ pub async fn copy_in<R: Remote>(
             attempts,
         }),
         Err((failure, attempts)) => Err(CopyError::CopyIn {
-            local_dir: local_dir.to_path_buf(),
+            local_dir: local_dir.clone(),
             remote_dir: remote_dir.to_owned(),
             attempts,
             failure,
@@ -352,30 +466,39 @@ async fn copy_in_attempt<R: Remote>(
     };
     let mut stdout = Vec::new();
     let mut stderr = CappedBuffer::default();
-    let t = Instant::now();
     let code = remote
         .run(argv, Some(stdin), &mut stdout, &mut stderr)
         .await
         .map_err(AttemptFailure::Connection)?;
-    eprintln!("TIMING remote {:?}", t.elapsed());
-    if code != 0 {
-        return Err(AttemptFailure::RemoteExit {
-            code,
-            stderr: stderr.text(),
-        });
+    let remote_exit = || AttemptFailure::RemoteExit {
+        code,
+        stderr: stderr.text(),
+    };
+    if code != 0 && code != HASH_INCOMPLETE {
+        return Err(remote_exit());
     }
-    stderr.log_if_any();
-    let listing = checksum::parse_listing(&stdout, &|name| sent.contains_key(name))
-        .map_err(AttemptFailure::Listing)?;
-    let received: HashMap<Vec<u8>, Sha256> = listing.into_iter().collect();
-    let problems = checksum::compare(sent, &received, false);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(AttemptFailure::Mismatch {
-            checked: sent.len(),
-            problems,
-        })
+    let verified = checksum::parse_listing(&stdout, &|name| sent.contains_key(name))
+        .map_err(AttemptFailure::Listing)
+        .and_then(|listing| {
+            let received: HashMap<Vec<u8>, Sha256> = listing.into_iter().collect();
+            let problems = checksum::compare(sent, &received, false);
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(AttemptFailure::Mismatch {
+                    checked: sent.len(),
+                    problems,
+                })
+            }
+        });
+    match verified {
+        // Hashing stumbled on something, and it mattered: its stderr says why.
+        Err(_) if code == HASH_INCOMPLETE => Err(remote_exit()),
+        Err(failure) => Err(failure),
+        Ok(()) => {
+            stderr.log_if_any();
+            Ok(())
+        }
     }
 }
 

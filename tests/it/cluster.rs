@@ -251,3 +251,101 @@ async fn cluster_unpullable_image_fails_fast() {
         "the failed pod was not deleted"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one"]
+async fn cluster_container_step_keeps_results_and_exit_code() {
+    let cluster = cluster().await;
+    let (runner, _guard) = start_runner(&cluster).await;
+    let env = hook_env(&cluster);
+    let (request, response) = prepare_request(&runner);
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "prepare_job:\n{}",
+        text(&output.stderr)
+    );
+    let state: Value = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap())
+        .unwrap()["state"]
+        .clone();
+
+    std::fs::write(
+        runner.temp().join("_runner_file_commands/set_output_cs"),
+        "",
+    )
+    .unwrap();
+    let step = |exit: &str| {
+        let (mut request, _) = runner.request("run_container_step");
+        request["state"] = state.clone();
+        let args = &mut request["args"];
+        // busybox's own ENTRYPOINT is empty and its CMD is `sh`: run a script through `sh -c`
+        // given as the action's args, as `docker run busybox sh -c ...` would.
+        args["image"] = JOB_IMAGE.into();
+        args["entryPoint"] = Value::Null;
+        args["entryPointArgs"] = json!([
+            "sh",
+            "-c",
+            "\"echo",
+            "greeting=hi",
+            ">>",
+            "$GITHUB_OUTPUT;",
+            "echo",
+            "made",
+            ">",
+            "/github/workspace/from-step.txt;",
+            "echo",
+            "in",
+            "$PWD;",
+            "exit",
+            &format!("{exit}\"")
+        ]);
+        args["environmentVariables"]["GITHUB_OUTPUT"] =
+            "/github/file_commands/set_output_cs".into();
+        request
+    };
+    let output = run_hook(&runner, &step("0"), &env).await;
+    assert!(
+        output.status.success(),
+        "container step:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert!(
+        text(&output.stdout).contains("in /github/workspace"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(runner.temp().join("_runner_file_commands/set_output_cs")).unwrap(),
+        "greeting=hi\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(runner.workspace().join("from-step.txt")).unwrap(),
+        "made\n"
+    );
+    // The next script step in the job pod sees the file.
+    let (script, _) = runner.script_step("cat from-step.txt\n", json!({}), &state);
+    let output = run_hook(&runner, &script, &env).await;
+    assert_eq!(text(&output.stdout), "made\n", "{}", text(&output.stderr));
+
+    let output = run_hook(&runner, &step("3"), &env).await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let steps = ListParams::default().labels(&format!(
+        "runner-pod={},app.kubernetes.io/component=step",
+        runner.pod
+    ));
+    assert!(
+        pods.list(&steps).await.unwrap().items.is_empty(),
+        "step pods left"
+    );
+
+    let (mut request, _) = runner.request("cleanup_job");
+    request["state"] = state;
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "cleanup:\n{}",
+        text(&output.stderr)
+    );
+}

@@ -166,3 +166,44 @@ async fn unpullable_step_image_fails_within_seconds_and_leaves_no_pod() {
     );
     assert_eq!(step_pods_left(&cluster).await, 0, "the step pod is deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_registry_credentials_become_the_pull_secret() {
+    let (cluster, runner, state) = setup(Mode::Copy).await;
+    let private = "registry.example.com/octo-org/private-action:v1";
+    let rootfs = runner.work.join("action-rootfs");
+    cluster.images().register(
+        private,
+        ImageSpec::host(&[])
+            .with_entrypoint(&["/busybox", "sh", "-c", "echo pulled with credentials"])
+            .with_rootfs(&rootfs)
+            .requiring_auth(),
+    );
+    // Without credentials the kubelet is refused, and the hook says so at once.
+    let request = container_step(&runner, &state, private, "0");
+    let output = run_hook(&runner, &request).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("may require authorization"), "{stderr}");
+
+    // With the action's registry credentials the image is pulled through a pull secret.
+    let mut request = container_step(&runner, &state, private, "0");
+    request["args"]["registry"] = json!({
+        "username": "octocat", "password": "s3cret-token", "serverUrl": "registry.example.com"
+    });
+    let output = run_hook(&runner, &request).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("pulled with credentials"), "{stdout}");
+    assert!(!stderr.contains("s3cret-token") && !stdout.contains("s3cret-token"));
+    // The step's secrets (pull secret, environment) are gone with the step.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.client().await, cluster.namespace());
+    let left = secrets
+        .list(&ListParams::default().labels("runner-pod=runner-cs"))
+        .await
+        .unwrap()
+        .items;
+    // (The job itself has no registry credentials in this setup, so nothing may remain.)
+    assert!(left.is_empty(), "step secrets left behind: {left:?}");
+}

@@ -176,6 +176,63 @@ async fn run_hook(runner: &Runner, request: &Value) -> std::process::Output {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpine_job_image_is_detected() {
+    let cluster = FakeCluster::start().await;
+    register_images(&cluster);
+    let runner = Runner::start(&cluster, POD, Mode::Copy).await;
+    let rootfs = runner.work.join("alpine-rootfs");
+    crate::support::runner::busybox_rootfs(&rootfs);
+    std::fs::write(
+        rootfs.join("etc/os-release"),
+        "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.20.3\n",
+    )
+    .unwrap();
+    cluster.images().register(
+        "alpine:3.20",
+        crate::support::fake_api::ImageSpec::host(&["sleep", "3600"]).with_rootfs(&rootfs),
+    );
+    let (mut request, response_file) = runner.request("prepare_job");
+    request["args"]["container"]["image"] = "alpine:3.20".into();
+    request["args"]["container"]["registry"] = Value::Null;
+    request["args"]["services"] = json!([]);
+    let output = run_hook(&runner, &request).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let response: Value =
+        serde_json::from_str(&std::fs::read_to_string(&response_file).unwrap()).unwrap();
+    assert_eq!(response["isAlpine"], true);
+    assert_eq!(response["state"]["isAlpine"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_silent_steps_are_kept_alive() {
+    let cluster = FakeCluster::start().await;
+    register_images(&cluster);
+    let runner = Runner::start(&cluster, POD, Mode::Volume).await;
+    let (mut request, response_file) = runner.request("prepare_job");
+    request["args"]["container"]["registry"] = Value::Null;
+    request["args"]["services"] = json!([]);
+    let output = run_hook(&runner, &request).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let state = serde_json::from_str::<Value>(&std::fs::read_to_string(&response_file).unwrap())
+        .unwrap()["state"]
+        .clone();
+    // Silent for three times the heartbeat deadline: only pings and pongs cross the connection.
+    let (step, _) = runner.script_step("sleep 3\necho done\n", json!({}), &state);
+    let child = runner.spawn_hook(
+        &step,
+        &[
+            ("ACTIONS_RUNNER_HEARTBEAT_PERIOD_MS", "200"),
+            ("ACTIONS_RUNNER_HEARTBEAT_DEADLINE_MS", "1000"),
+        ],
+    );
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "done\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_in_volume_mode() {
     job_lifecycle(Mode::Volume).await;
 }

@@ -5,9 +5,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod action_js;
+mod build_action;
+mod build_real;
 mod cli;
 mod cluster;
 mod container_step;
+mod copy_bench;
 mod fake_api;
 mod job;
 mod job_failures;

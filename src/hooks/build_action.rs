@@ -1,0 +1,173 @@
+//! Dockerfile container actions: build the action's image in a build pod, push it under a random
+//! tag, and hand back the pull-host reference pinned by digest (DESIGN §4). The step then runs
+//! from it exactly like an image step ([`super::run_container_step::run_image`]).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use tokio::io::AsyncWriteExt as _;
+use tracing::info;
+
+use crate::build::context::BuildContext;
+use crate::build::reference::{ImageRef, action_name};
+use crate::build::{BuildSpec, Executor, Storage, pod};
+use crate::config;
+use crate::k8s::Context;
+use crate::k8s::build::{PodContext, PodExecutor};
+use crate::k8s::spec::{Owner, WorkVolume};
+use crate::k8s::template::Template;
+use crate::protocol::{ContainerDefinition, State};
+
+/// A built and pushed action image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// `<pull-host>/<name>:<tag>@sha256:<digest>`: what the step pod runs.
+    pub pull_ref: String,
+    /// The registry Secret, the step pod's pull secret.
+    pub pull_secret: Option<String>,
+}
+
+/// Build the action whose Dockerfile is at `dockerfile` (a runner-host path).
+///
+/// # Errors
+/// No registry configured (naming the variable to set), a Dockerfile or context problem (before
+/// any pod is created), or the build's own failure with the last lines of its log.
+pub async fn build(
+    args: &ContainerDefinition,
+    dockerfile: &Path,
+    state: Option<&State>,
+    context: &Context,
+) -> anyhow::Result<Built> {
+    let config = &context.config;
+    let build = &config.build;
+    let push_host = build
+        .registry_host_push
+        .as_ref()
+        .or(build.registry_host.as_ref())
+        .with_context(|| {
+            format!(
+                "this step is a Dockerfile action, and no registry to push its image to is configured: set `{}` (or `{}` and `{}`)",
+                config::REGISTRY_HOST,
+                config::REGISTRY_HOST_PUSH,
+                config::REGISTRY_HOST_PULL
+            )
+        })?;
+    let pull_host = build
+        .registry_host_pull
+        .as_ref()
+        .or(build.registry_host.as_ref())
+        .unwrap_or(push_host);
+    let work_dir = super::runner_work_dir(context)?;
+
+    // Everything about the context is checked before any pod exists.
+    let limit = build.context_limit_bytes;
+    let path = dockerfile.to_owned();
+    let build_context = tokio::task::spawn_blocking(move || BuildContext::scan(&path, limit))
+        .await
+        .context("the build context scan stopped unexpectedly")?
+        .with_context(|| format!("cannot build the action `{}`", dockerfile.display()))?;
+    let repository = args
+        .environment_variables
+        .get("GITHUB_REPOSITORY")
+        .map(String::as_str);
+    let image = ImageRef::new(
+        push_host,
+        pull_host,
+        &action_name(dockerfile, &work_dir, repository),
+    );
+
+    let template = config
+        .hook_template
+        .as_deref()
+        .map(Template::load)
+        .transpose()
+        .context("the hook template is unusable")?;
+    let runner = context.runner_pod().await;
+    let owner = runner.as_ref().map(|r| Owner {
+        name: context.runner_pod.clone(),
+        uid: r.uid.clone(),
+    });
+    let work_volume = super::step_work_volume(state, context, runner.as_ref());
+    let sub_path;
+    let packed;
+    let source = match &work_volume {
+        WorkVolume::Claim {
+            claim_name,
+            placement,
+        } => {
+            sub_path = build_context.volume_sub_path(&work_dir).with_context(|| {
+                format!(
+                    "the Dockerfile `{}` is not inside the runner's work volume `{}`",
+                    dockerfile.display(),
+                    work_dir.display()
+                )
+            })?;
+            PodContext::Volume {
+                claim_name,
+                sub_path: &sub_path,
+                placement,
+            }
+        }
+        WorkVolume::EmptyDir => {
+            let scanned = build_context.clone();
+            packed = tokio::task::spawn_blocking(move || scanned.pack())
+                .await
+                .context("packing the build context stopped unexpectedly")??;
+            PodContext::Copy(&packed)
+        }
+    };
+
+    let spec = BuildSpec {
+        context_dir: pod::CONTEXT_DIR.to_owned(),
+        dockerfile: build_context.dockerfile.clone(),
+        image: image.push_ref(),
+        push: true,
+        build_args: Vec::new(),
+        storage: Storage {
+            root: pod::storage_root(build.profile).to_owned(),
+            runroot: pod::RUNROOT.to_owned(),
+            driver: build.storage_driver,
+        },
+        build_options: build.build_options.clone(),
+        push_options: build.push_options.clone(),
+        auth_source: build
+            .registry_secret_name
+            .as_ref()
+            .map(|_| pod::AUTH_SOURCE.to_owned()),
+        cert_dir: build.registry_ca.as_ref().map(|_| pod::CERT_DIR.to_owned()),
+        work_dir: pod::WORK_DIR.to_owned(),
+        result_path: pod::RESULT_PATH.to_owned(),
+        wait_for: None,
+    };
+    let executor = PodExecutor {
+        context,
+        owner: owner.as_ref(),
+        source,
+        template: template.as_ref(),
+    };
+
+    // The build log goes to the step log, folded in a group the runner shows collapsed.
+    let mut stdout = tokio::io::stdout();
+    stdout
+        .write_all(format!("::group::Building {}\n", image.push_ref()).as_bytes())
+        .await?;
+    stdout.flush().await?;
+    let outcome = executor.run(&spec, &mut stdout).await;
+    stdout.write_all(b"::endgroup::\n").await?;
+    stdout.flush().await?;
+    let outcome = outcome.with_context(|| {
+        format!(
+            "failed to build the Dockerfile action `{}`",
+            dockerfile.display()
+        )
+    })?;
+    let digest = outcome
+        .digest
+        .context("the build finished without pushing the image")?;
+    let pull_ref = image.pull_ref(&digest);
+    info!(image = %pull_ref, "action image built");
+    Ok(Built {
+        pull_ref,
+        pull_secret: build.registry_secret_name.clone(),
+    })
+}

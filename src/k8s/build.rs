@@ -1,0 +1,292 @@
+//! The pod executor of the build engine: runs [`crate::build::script`] in a build pod.
+//!
+//! It creates the pod ([`crate::build::pod::build_pod`]), fills the context in copy mode through
+//! the `stage` init container, streams the build log live, waits for the build container's end
+//! by watch (failing fast on image-pull and scheduling errors), reads `<ref>@<digest>` from the
+//! termination message, and deletes the pod in every case.
+
+use std::time::Instant;
+
+use futures::AsyncBufReadExt as _;
+use futures::future::BoxFuture;
+use kube::api::LogParams;
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tracing::{debug, info, warn};
+
+use super::names::BUILD_CONTAINER;
+use super::wait::{self, Goal, Reached};
+use super::{Context, Undo};
+use crate::build::pod::{self, BuildPodInput, READY_MARKER, STAGE_CONTAINER};
+use crate::build::{self, BuildError, BuildOutcome, BuildSpec, Executor, LastLines};
+use crate::config::BuilderProfile;
+use crate::workspace::{self, CopyOptions, PackedDir};
+
+/// Where the context comes from.
+pub enum PodContext<'a> {
+    /// Volume mode: this read-only `subPath` of the work volume claim.
+    Volume {
+        /// The claim.
+        claim_name: &'a str,
+        /// The context relative to `_work`.
+        sub_path: &'a str,
+        /// Node placement, as for step pods.
+        placement: &'a crate::k8s::spec::Placement,
+    },
+    /// Copy mode: this archive, streamed into the `stage` init container.
+    Copy(&'a PackedDir),
+}
+
+/// Runs builds as pods.
+pub struct PodExecutor<'a> {
+    /// The hook's context (client, namespace, configuration, undo log).
+    pub context: &'a Context,
+    /// The runner pod as owner, when known.
+    pub owner: Option<&'a crate::k8s::spec::Owner>,
+    /// The build context's source.
+    pub source: PodContext<'a>,
+    /// The hook template (`$build` applies).
+    pub template: Option<&'a crate::k8s::template::Template>,
+}
+
+impl Executor for PodExecutor<'_> {
+    fn run<'a>(
+        &'a self,
+        spec: &'a BuildSpec,
+        log: &'a mut (dyn AsyncWrite + Send + Unpin),
+    ) -> BoxFuture<'a, Result<BuildOutcome, BuildError>> {
+        Box::pin(async move {
+            let result = self.run_pod(spec, log).await;
+            // The build pod is deleted in every case: success, failure, timeout.
+            self.context.undo_all(crate::CANCEL_GRACE).await;
+            result
+        })
+    }
+}
+
+impl PodExecutor<'_> {
+    async fn run_pod(
+        &self,
+        spec: &BuildSpec,
+        log: &mut (dyn AsyncWrite + Send + Unpin),
+    ) -> Result<BuildOutcome, BuildError> {
+        let context = self.context;
+        let config = &context.config.build;
+        let started = Instant::now();
+        let command = build::script::argv(spec);
+        let source = match &self.source {
+            PodContext::Volume {
+                claim_name,
+                sub_path,
+                placement,
+            } => pod::ContextSource::Volume {
+                claim_name,
+                sub_path,
+                placement,
+            },
+            PodContext::Copy(_) => pod::ContextSource::Copy {
+                stage_image: &context.config.runner_image,
+            },
+        };
+        let pod_spec = pod::build_pod(&BuildPodInput {
+            runner_pod: &context.runner_pod,
+            suffix: &super::names::random_suffix(),
+            owner: self.owner,
+            profile: config.profile,
+            seccomp_localhost: config.seccomp_profile.as_deref(),
+            builder_image: &config.builder_image,
+            builder_pull_secret: None,
+            registry_secret: config.registry_secret_name.as_deref(),
+            ca: config.registry_ca.as_ref(),
+            resources: &config.resources,
+            command: &command,
+            context: source,
+            template: self.template,
+        })
+        .map_err(|e| setup_error(format!("cannot build the build pod: {e}")))?;
+        let name = pod_spec.metadata.name.clone().unwrap_or_default();
+        if config.profile == BuilderProfile::Root {
+            warn!(pod = %name, "builder profile `root`: the Dockerfile's RUN steps run as root on the node (no user namespace)");
+        }
+        let created = match context.create_pod(&pod_spec).await {
+            Ok(created) => created,
+            Err(crate::k8s::objects::ObjectError::Create { source, .. }) => {
+                let message = match &source {
+                    kube::Error::Api(status) => status.message.clone(),
+                    other => other.to_string(),
+                };
+                return Err(setup_error(format!(
+                    "the cluster refused the build pod: {}",
+                    pod::explain_rejection(config.profile, &message)
+                )));
+            }
+            Err(other) => return Err(setup_error(format!("{other}"))),
+        };
+        context.undo.push(Undo::DeletePod(name.clone()));
+        pod::verify_created(config.profile, &created).map_err(|e| setup_error(e.to_string()))?;
+
+        let pods = context.pods();
+        let start_timeout = context.config.prepare_job_timeout;
+        if let PodContext::Copy(packed) = &self.source {
+            wait::until(
+                &pods,
+                &name,
+                &Goal::InitRunning {
+                    container: STAGE_CONTAINER.to_owned(),
+                },
+                start_timeout,
+            )
+            .await
+            .map_err(|e| setup_error(format!("the build pod did not start: {e}")))?;
+            let stage = context.exec_in(&name, STAGE_CONTAINER);
+            let report = workspace::copy_in_packed(
+                &stage,
+                packed,
+                pod::CONTEXT_DIR,
+                &CopyOptions::default(),
+            )
+            .await
+            .map_err(|e| {
+                setup_error(format!(
+                    "failed to copy the build context into `{name}`: {e}"
+                ))
+            })?;
+            debug!(%report, "build context copied");
+            touch(context, &name, READY_MARKER).await?;
+        }
+
+        wait::until(
+            &pods,
+            &name,
+            &Goal::Started {
+                container: BUILD_CONTAINER.to_owned(),
+            },
+            start_timeout,
+        )
+        .await
+        .map_err(|e| setup_error(format!("the build pod did not start: {e}")))?;
+        info!(pod = %name, elapsed = ?started.elapsed(), "build started");
+
+        let mut last = LastLines::default();
+        let follow = follow_log(context, &name, log, &mut last);
+        let terminated = Goal::Terminated {
+            container: BUILD_CONTAINER.to_owned(),
+        };
+        let end = wait::until(&pods, &name, &terminated, config.timeout);
+        let (followed, end) = follow_until(follow, end).await;
+        if let Some(Err(e)) = followed {
+            warn!(error = %e, "the build log could not be followed to the end");
+        }
+        let reached = match end {
+            Ok((_, reached)) => reached,
+            Err(wait::WaitError::Timeout { .. }) => {
+                return Err(BuildError::Timeout {
+                    image: spec.image.clone(),
+                    after: config.timeout,
+                });
+            }
+            Err(e) => {
+                let mut lines = last.into_vec();
+                lines.push(e.to_string());
+                return Err(BuildError::Exited {
+                    code: None,
+                    last_lines: lines,
+                });
+            }
+        };
+        let Reached::Terminated {
+            exit_code, message, ..
+        } = reached
+        else {
+            unreachable!("a Terminated goal ends terminated");
+        };
+        info!(pod = %name, exit_code, elapsed = ?started.elapsed(), "build ended");
+        if exit_code != 0 {
+            return Err(build::failure(spec, Some(exit_code), last.into_vec()));
+        }
+        build::parse_result(spec, message.as_deref().unwrap_or_default())
+    }
+}
+
+/// Run `end` while `follow` streams the log; once `end` is done, give the log [`LOG_DRAIN`] to
+/// finish (the API server ends a followed log when the container ends) and stop following it
+/// then: a timed-out build's container is still running, and its log would never end.
+async fn follow_until<F, E, T, X>(follow: F, end: E) -> (Option<anyhow::Result<()>>, Result<T, X>)
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+    E: std::future::Future<Output = Result<T, X>>,
+{
+    let mut follow = std::pin::pin!(follow);
+    let mut end = std::pin::pin!(end);
+    let mut followed = None;
+    let result = loop {
+        tokio::select! {
+            r = &mut follow, if followed.is_none() => followed = Some(r),
+            r = &mut end => break r,
+        }
+    };
+    // Only a container that ended has a log that ends; after a timeout or a failure to watch,
+    // stop following at once.
+    if followed.is_none() && result.is_ok() {
+        followed = tokio::time::timeout(LOG_DRAIN, follow).await.ok();
+    }
+    (followed, result)
+}
+
+/// How long the end of a build's log may take to arrive after the build container ended.
+pub const LOG_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A failure of the pod around the build, reported like the script's own setup failures.
+fn setup_error(line: String) -> BuildError {
+    BuildError::Setup {
+        last_lines: vec![line],
+    }
+}
+
+/// Create `path` in the `stage` container (releases it).
+async fn touch(context: &Context, pod: &str, path: &str) -> Result<(), BuildError> {
+    let exec = context.exec_in(pod, STAGE_CONTAINER);
+    let argv = vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        "touch \"$1\"".to_owned(),
+        "sh".to_owned(),
+        path.to_owned(),
+    ];
+    let mut out = tokio::io::sink();
+    let mut err = Vec::new();
+    match exec.exec(argv, None, &mut out, &mut err).await {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(setup_error(format!(
+            "could not release the build pod `{pod}` (exit {code}): {}",
+            String::from_utf8_lossy(&err).trim()
+        ))),
+        Err(e) => Err(setup_error(format!(
+            "could not release the build pod `{pod}`: {e}"
+        ))),
+    }
+}
+
+/// Copy the build container's log to `log` line by line as it comes, keeping the last lines.
+async fn follow_log(
+    context: &Context,
+    pod: &str,
+    log: &mut (dyn AsyncWrite + Send + Unpin),
+    last: &mut LastLines,
+) -> anyhow::Result<()> {
+    let params = LogParams {
+        container: Some(BUILD_CONTAINER.to_owned()),
+        follow: true,
+        ..LogParams::default()
+    };
+    let stream = context.pods().log_stream(pod, &params).await?;
+    let mut lines = stream.lines();
+    use futures::StreamExt as _;
+    while let Some(line) = lines.next().await {
+        let line = line?;
+        last.push(&line);
+        log.write_all(line.as_bytes()).await?;
+        log.write_all(b"\n").await?;
+        log.flush().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,605 @@
+//! Real builds (STYLE §10.6): the exact script a build pod runs ([`build::script`]), run on this
+//! machine by the local executor as an unprivileged user with subordinate ids (rootless), with
+//! the host's Buildah, against a real registry on 127.0.0.1, plain and with TLS + basic auth.
+//! Each test checks the digest the build reports against the registry's own
+//! `Docker-Content-Digest`, and runs what it built.
+//!
+//! Needs root (to create the build user and switch to it) and the packages of
+//! `scripts/install-deps.sh test`; `make test` provides both. As another user the tests say so
+//! and pass without building.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use runner_k8s_hook::build::local::{LocalExecutor, Scratch, User, running_as_root};
+use runner_k8s_hook::build::options::{self, Stage};
+use runner_k8s_hook::build::reference::{self, Digest, ImageRef, RegistryHost};
+use runner_k8s_hook::build::{
+    BuildError, BuildOutcome, BuildSpec, Executor as _, Storage, StorageDriver,
+};
+
+use crate::support::registry::{
+    self, Registry, build_user, busybox_context, copy_tree, run, set_mode,
+};
+
+const HOOK: &str = env!("CARGO_BIN_EXE_runner-k8s-hook");
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-action")
+}
+
+/// `false` (with a note) where these tests cannot run: not root.
+fn can_build() -> bool {
+    if running_as_root() {
+        registry::require_tools();
+        true
+    } else {
+        eprintln!(
+            "note: the real build tests need root (to create `{}` and switch to it); skipped",
+            registry::BUILD_USER
+        );
+        false
+    }
+}
+
+/// A registry with the busybox base image in it, and the build user.
+struct Lab {
+    registry: Registry,
+    user: User,
+    /// `<registry>/busybox:latest`.
+    base: String,
+}
+
+impl Lab {
+    async fn new(tls: bool) -> Lab {
+        let registry = if tls {
+            Registry::tls()
+        } else {
+            Registry::plain()
+        };
+        let user = User::lookup(build_user())
+            .await
+            .expect("the build user exists");
+        let lab = Lab {
+            base: format!("{}/busybox:latest", registry.host),
+            registry,
+            user,
+        };
+        let context = lab.context_dir("busybox");
+        busybox_context(&context);
+        let base = lab.base.clone();
+        let (result, log) = lab
+            .build(
+                &context,
+                "Containerfile",
+                &base,
+                &[],
+                StorageDriver::Overlay,
+                Auth::Good,
+            )
+            .await;
+        result.unwrap_or_else(|e| panic!("the busybox base does not build: {e}\n{log}"));
+        lab
+    }
+
+    /// A fresh directory the build user can read, under the registry's temporary directory.
+    fn context_dir(&self, name: &str) -> PathBuf {
+        let dir = self
+            .registry
+            .dir()
+            .join("contexts")
+            .join(format!("{name}-{}", reference::random_tag()));
+        std::fs::create_dir_all(&dir).unwrap();
+        set_mode(dir.parent().unwrap(), 0o755);
+        set_mode(&dir, 0o755);
+        dir
+    }
+
+    /// The example action, copied where the build user can read it (`/root` is 0700).
+    fn example_context(&self) -> PathBuf {
+        let dir = self.context_dir("hello-action");
+        copy_tree(&example(), &dir);
+        dir
+    }
+
+    /// Options as an operator would configure them, through the same allow-list.
+    fn options(&self, stage: Stage) -> Vec<String> {
+        let text = if self.registry.tls.is_some() {
+            "--retry=1"
+        } else {
+            "--tls-verify=false --retry=1"
+        };
+        options::parse(stage, text).expect("allowed options")
+    }
+
+    async fn build(
+        &self,
+        context: &Path,
+        dockerfile: &str,
+        image: &str,
+        build_args: &[(&str, &str)],
+        driver: StorageDriver,
+        auth: Auth,
+    ) -> (Result<BuildOutcome, BuildError>, String) {
+        let scratch = Scratch::new(Some(&self.user)).expect("scratch directory");
+        let tls = self.registry.tls.as_ref();
+        let spec = BuildSpec {
+            context_dir: context.to_str().unwrap().to_owned(),
+            dockerfile: dockerfile.to_owned(),
+            image: image.to_owned(),
+            push: true,
+            build_args: build_args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            storage: Storage {
+                root: scratch.join("storage/root").unwrap(),
+                runroot: scratch.join("storage/run").unwrap(),
+                driver,
+            },
+            build_options: self.options(Stage::Build),
+            push_options: self.options(Stage::Push),
+            auth_source: tls.map(|t| {
+                let file = match auth {
+                    Auth::Good => &t.auth_file,
+                    Auth::Wrong => &t.bad_auth_file,
+                };
+                file.to_str().unwrap().to_owned()
+            }),
+            cert_dir: tls.map(|t| t.cert_dir.to_str().unwrap().to_owned()),
+            work_dir: scratch.join("work").unwrap(),
+            result_path: scratch.join("result").unwrap(),
+            wait_for: None,
+        };
+        let executor = LocalExecutor {
+            user: Some(self.user.clone()),
+            timeout: Some(std::time::Duration::from_secs(300)),
+        };
+        let mut log = Vec::new();
+        let result = executor.run(&spec, &mut log).await;
+        (result, String::from_utf8_lossy(&log).into_owned())
+    }
+
+    /// Pull `reference` into a fresh store as the build user and run the action's entrypoint in
+    /// it (rootless `buildah from` + `buildah run`, build-lab §7), with `GITHUB_OUTPUT` set as the
+    /// runner sets it. Returns the output: the greeting, then the output file.
+    fn run_action(&self, reference: &str, who: &str) -> String {
+        let scratch = Scratch::new(Some(&self.user)).expect("scratch directory");
+        let root = scratch.join("storage/root").unwrap();
+        let runroot = scratch.join("storage/run").unwrap();
+        let mut access: Vec<String> = Vec::new();
+        match &self.registry.tls {
+            Some(tls) => {
+                access.extend(["--cert-dir".into(), tls.cert_dir.to_str().unwrap().into()]);
+                access.extend(["--authfile".into(), tls.auth_file.to_str().unwrap().into()]);
+            }
+            None => access.push("--tls-verify=false".into()),
+        }
+        let buildah = |args: &[&str]| {
+            let mut command = Command::new("runuser");
+            command
+                .args([
+                    "-u",
+                    &self.user.name,
+                    "--",
+                    "buildah",
+                    "--root",
+                    &root,
+                    "--runroot",
+                    &runroot,
+                ])
+                .args(["--storage-driver", "overlay"])
+                .args(args)
+                .env_clear()
+                .env("HOME", &self.user.home)
+                .env("PATH", runner_k8s_hook::build::local::USER_PATH)
+                .env("BUILDAH_ISOLATION", "chroot");
+            run(&mut command)
+        };
+        let mut from = vec!["from", "-q"];
+        from.extend(access.iter().map(String::as_str));
+        from.push(reference);
+        let container = buildah(&from).trim().to_owned();
+        let output = buildah(&[
+            "run",
+            &container,
+            "--",
+            "sh",
+            "-c",
+            "GITHUB_OUTPUT=/tmp/github_output /entrypoint.sh \"$1\" && cat /tmp/github_output",
+            "sh",
+            who,
+        ]);
+        buildah(&["rm", &container]);
+        output
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Auth {
+    Good,
+    Wrong,
+}
+
+/// Build the example, check the digest with the registry, run it: the acceptance path.
+async fn build_push_and_run(tls: bool, driver: StorageDriver) {
+    let lab = Lab::new(tls).await;
+    let host = RegistryHost::parse(&lab.registry.host).unwrap();
+    let name = reference::action_name(
+        Path::new("/runner/_work/_actions/octo-org/hello-action/v1/Dockerfile"),
+        Path::new("/runner/_work"),
+        Some("octo-org/workflow"),
+    );
+    let image = ImageRef::new(&host, &host, &name);
+    let context = lab.example_context();
+    let (result, log) = lab
+        .build(
+            &context,
+            "Dockerfile",
+            &image.push_ref(),
+            &[("BASE_IMAGE", &lab.base)],
+            driver,
+            Auth::Good,
+        )
+        .await;
+    let outcome = result.unwrap_or_else(|e| panic!("the example does not build: {e}\n{log}"));
+
+    // The log reads like a build log.
+    assert!(log.contains("STEP 1/4: FROM"), "{log}");
+    assert!(
+        log.contains("STEP 3/4: RUN chmod +x /entrypoint.sh"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "[runner-k8s-hook] pushed {}@sha256:",
+            image.push_ref()
+        )),
+        "{log}"
+    );
+    let expected_driver = match driver {
+        StorageDriver::Overlay => "storage driver: overlay",
+        StorageDriver::Vfs => "storage driver: vfs",
+    };
+    assert!(log.contains(expected_driver), "{log}");
+
+    // The digest is the registry's.
+    assert_eq!(outcome.image, image.push_ref());
+    let digest = outcome.digest.clone().expect("pushed");
+    let served = lab.registry.digest(&name, image.tag());
+    assert_eq!(Digest::parse(&served).unwrap(), digest, "build log:\n{log}");
+
+    // And it runs, from the pull reference pinned by digest.
+    let output = lab.run_action(&image.pull_ref(&digest), "Mona Lisa");
+    let greeting = output.lines().next().unwrap_or_default();
+    assert!(
+        greeting.starts_with("Hello, Mona Lisa! (built "),
+        "{output}"
+    );
+    assert!(
+        output.contains("greeting=Hello, Mona Lisa! (built "),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_action_builds_rootless_and_runs_from_a_plain_registry() {
+    if can_build() {
+        build_push_and_run(false, StorageDriver::Overlay).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_action_builds_rootless_and_runs_from_a_tls_registry_with_basic_auth() {
+    if can_build() {
+        build_push_and_run(true, StorageDriver::Vfs).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_run_step_fails_the_build_with_the_last_lines_of_the_log() {
+    if !can_build() {
+        return;
+    }
+    let lab = Lab::new(false).await;
+    let context = lab.context_dir("failing");
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {}\nRUN echo 'about to fail' && exit 3\n", lab.base),
+    )
+    .unwrap();
+    let image = format!(
+        "{}/octo/failing:{}",
+        lab.registry.host,
+        reference::random_tag()
+    );
+    let (result, log) = lab
+        .build(
+            &context,
+            "Dockerfile",
+            &image,
+            &[],
+            StorageDriver::Overlay,
+            Auth::Good,
+        )
+        .await;
+    let err = result.expect_err("a RUN step that exits 3 fails the build");
+    let BuildError::BuildFailed { last_lines, .. } = &err else {
+        panic!("expected BuildFailed, got {err}\n{log}");
+    };
+    assert!(
+        last_lines.iter().any(|l| l.contains("about to fail")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with(&format!(
+            "building `{image}` failed; last lines of the build log:\n"
+        )),
+        "{err}"
+    );
+    assert!(!err.is_auth_failure());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_refused_push() {
+    if !can_build() {
+        return;
+    }
+    let lab = Lab::new(true).await;
+    // No base image to pull, so the build itself needs no registry; only the push does.
+    let context = lab.example_context();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY entrypoint.sh /entrypoint.sh\n",
+    )
+    .unwrap();
+    let image = format!(
+        "{}/octo/refused:{}",
+        lab.registry.host,
+        reference::random_tag()
+    );
+    let (result, log) = lab
+        .build(
+            &context,
+            "Dockerfile",
+            &image,
+            &[],
+            StorageDriver::Overlay,
+            Auth::Wrong,
+        )
+        .await;
+    let err = result.expect_err("a wrong password fails the push");
+    assert!(
+        matches!(err, BuildError::PushRefused { .. }),
+        "expected PushRefused, got {err}\n{log}"
+    );
+    assert!(err.is_auth_failure());
+    let report = runner_k8s_hook::error::report(&anyhow::Error::new(err));
+    assert!(
+        report.starts_with(&format!(
+            "::error::the registry refused the push of `{image}`"
+        )),
+        "{report}"
+    );
+    assert!(report.contains("\nhint: "), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dockerfile_is_reported_before_buildah_builds() {
+    if !can_build() {
+        return;
+    }
+    let lab = Lab::new(false).await;
+    let context = lab.context_dir("empty");
+    let image = format!(
+        "{}/octo/missing:{}",
+        lab.registry.host,
+        reference::random_tag()
+    );
+    let (result, _log) = lab
+        .build(
+            &context,
+            "Dockerfile.missing",
+            &image,
+            &[],
+            StorageDriver::Overlay,
+            Auth::Good,
+        )
+        .await;
+    assert!(
+        matches!(result, Err(BuildError::DockerfileMissing { ref dockerfile, .. }) if dockerfile == "Dockerfile.missing")
+    );
+}
+
+/// Storage on an overlayfs (as in a container's own filesystem): overlay cannot work there, the
+/// script says why and builds with vfs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlay_storage_on_an_overlayfs_falls_back_to_vfs() {
+    if !can_build() {
+        return;
+    }
+    let lab = Lab::new(false).await;
+    let base = lab.context_dir("overlayfs");
+    for sub in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(base.join(sub)).unwrap();
+    }
+    let mounted = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            base.join("lower").display(),
+            base.join("upper").display(),
+            base.join("work").display()
+        ))
+        .arg(base.join("merged"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "note: cannot mount an overlayfs here; the fallback is covered by the script's unit test only"
+        );
+        return;
+    }
+    let _unmount = Unmount(base.join("merged"));
+    let storage = base.join("merged/storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    std::os::unix::fs::chown(&storage, Some(lab.user.uid), Some(lab.user.gid)).unwrap();
+
+    let context = lab.example_context();
+    let image = format!(
+        "{}/octo/fallback:{}",
+        lab.registry.host,
+        reference::random_tag()
+    );
+    let scratch = Scratch::new(Some(&lab.user)).unwrap();
+    let spec = BuildSpec {
+        context_dir: context.to_str().unwrap().into(),
+        dockerfile: "Dockerfile".into(),
+        image: image.clone(),
+        push: true,
+        build_args: vec![("BASE_IMAGE".into(), lab.base.clone())],
+        storage: Storage {
+            root: format!("{}/root", storage.display()),
+            runroot: scratch.join("run").unwrap(),
+            driver: StorageDriver::Overlay,
+        },
+        build_options: lab.options(Stage::Build),
+        push_options: lab.options(Stage::Push),
+        auth_source: None,
+        cert_dir: None,
+        work_dir: scratch.join("work").unwrap(),
+        result_path: scratch.join("result").unwrap(),
+        wait_for: None,
+    };
+    let executor = LocalExecutor {
+        user: Some(lab.user.clone()),
+        timeout: None,
+    };
+    let mut log = Vec::new();
+    let result = executor.run(&spec, &mut log).await;
+    let log = String::from_utf8_lossy(&log);
+    let outcome = result.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(
+        log.contains("[runner-k8s-hook] overlay storage does not work here, falling back to vfs: Error: 'overlay' is not supported over overlayfs"),
+        "{log}"
+    );
+    assert!(log.contains("storage driver: vfs"), "{log}");
+    let tag = image.rsplit_once(':').unwrap().1;
+    assert_eq!(
+        lab.registry.digest("octo/fallback", tag),
+        outcome.digest.unwrap().to_string()
+    );
+}
+
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The `build` subcommand end to end: one line on stdout, the pinned reference; the log on
+/// stderr; options from the hook's variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_builds_pushes_and_prints_the_pinned_reference() {
+    if !can_build() {
+        return;
+    }
+    let lab = Lab::new(false).await;
+    let context = lab.example_context();
+    let repository = format!("{}/octo/cli-hello", lab.registry.host);
+    let output = Command::new(HOOK)
+        .args(["build", "--context"])
+        .arg(&context)
+        .args([
+            "--image",
+            &repository,
+            "--build-arg",
+            &format!("BASE_IMAGE={}", lab.base),
+        ])
+        .args(["--user", &lab.user.name, "--executor", "local"])
+        .env(
+            "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_OPTIONS",
+            "--tls-verify=false",
+        )
+        .env(
+            "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_PUSH_OPTIONS",
+            "--tls-verify=false",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let line = stdout.trim();
+    let (image, digest) = line.split_once('@').expect("reference@digest");
+    let tag = image
+        .strip_prefix(&format!("{repository}:"))
+        .expect("the repository with a tag");
+    assert!(
+        reference::is_tag(tag) && tag.len() == reference::TAG_LEN,
+        "random tag: {tag}"
+    );
+    assert_eq!(lab.registry.digest("octo/cli-hello", tag), digest);
+    assert!(stderr.contains("STEP 1/4: FROM"), "{stderr}");
+}
+
+/// A forbidden option fails in the configuration, before anything runs, without echoing it.
+#[test]
+fn cli_refuses_a_forbidden_option_before_building() {
+    let output = Command::new(HOOK)
+        .args([
+            "build",
+            "--context",
+            "/nonexistent",
+            "--image",
+            "127.0.0.1:1/x",
+        ])
+        .env(
+            "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_PUSH_OPTIONS",
+            "--creds=ci:s3cret",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert!(
+        stderr.starts_with("::error::environment variable `ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_PUSH_OPTIONS` has options that cannot be used\ncaused by: `--creds` is not an allowed push option; allowed: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "\nhint: registry credentials and certificates come from the registry Secret"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+/// Usage errors name the problem and show the usage.
+#[test]
+fn cli_usage_errors() {
+    let output = Command::new(HOOK)
+        .args(["build", "--image", "127.0.0.1:1/x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("::error::`--context` is required\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: usage: runner-k8s-hook build --context DIR"),
+        "{stderr}"
+    );
+    let output = Command::new(HOOK)
+        .args(["build", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("usage: runner-k8s-hook build"));
+}
