@@ -114,6 +114,10 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
             if let Some(hint) = build_hint(e) {
                 hints.push(hint);
             }
+        } else if let Some(e) = cause.downcast_ref::<crate::build::context::ContextError>() {
+            if let Some(hint) = e.hint() {
+                hints.push(hint);
+            }
         } else if cause.downcast_ref::<UsageError>().is_some() {
             hints.push(
                 "usage: runner-k8s-hook build --context DIR [--file F] --image REF [--build-arg K=V]... [--no-push] [--user USER] (see `runner-k8s-hook build --help`)".to_owned(),

@@ -349,3 +349,88 @@ async fn cluster_container_step_keeps_results_and_exit_code() {
         text(&output.stderr)
     );
 }
+
+/// The registry variables a user sets for Dockerfile actions, passed through to the hook.
+fn registry_env() -> Vec<(&'static str, String)> {
+    let vars = [
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST",
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST_PUSH",
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST_PULL",
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_SECRET_NAME",
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_CA",
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILDER_IMAGE",
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILDER_PROFILE",
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_OPTIONS",
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_PUSH_OPTIONS",
+    ];
+    let env: Vec<(&'static str, String)> = vars
+        .iter()
+        .filter_map(|v| std::env::var(v).ok().map(|value| (*v, value)))
+        .collect();
+    assert!(
+        env.iter()
+            .any(|(k, _)| k.ends_with("_REGISTRY_HOST") || k.ends_with("_REGISTRY_HOST_PUSH")),
+        "set ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST (and, for a private registry, _REGISTRY_SECRET_NAME; \
+         for an in-cluster registry, _REGISTRY_HOST_PUSH / _REGISTRY_HOST_PULL) as for the hook itself"
+    );
+    env
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one, and a registry (ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST...)"]
+async fn cluster_dockerfile_action_is_built_in_the_cluster_and_run_from_the_pull_host() {
+    let cluster = cluster().await;
+    let (runner, _guard) = start_runner(&cluster).await;
+    let mut env = hook_env(&cluster);
+    env.extend(registry_env());
+    let (request, response) = prepare_request(&runner);
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "prepare_job:\n{}",
+        text(&output.stderr)
+    );
+    let state: Value = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap())
+        .unwrap()["state"]
+        .clone();
+
+    // The example action, as the runner downloads it into `_actions`.
+    let action = runner.work.join("_actions/octo-org/hello-action/v1");
+    std::fs::create_dir_all(&action).unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-action");
+    for file in ["Dockerfile", "entrypoint.sh", "action.yml"] {
+        std::fs::copy(example.join(file), action.join(file)).unwrap();
+    }
+    std::fs::write(
+        runner.temp().join("_runner_file_commands/set_output_5678"),
+        "",
+    )
+    .unwrap();
+    let (mut request, _) = runner.request("run_container_step_dockerfile");
+    request["state"] = state.clone();
+    let output = run_hook(&runner, &request, &env).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("::group::Building "), "{stdout}");
+    assert!(stdout.contains("Hello, world!"), "{stdout}");
+    assert!(
+        std::fs::read_to_string(runner.temp().join("_runner_file_commands/set_output_5678"))
+            .unwrap()
+            .starts_with("greeting=Hello, world!"),
+        "the action's output came back"
+    );
+    // The step ran from the pull host, pinned by digest (the log names the image it built).
+    assert!(
+        stderr.contains("action image built") && stderr.contains("@sha256:"),
+        "{stderr}"
+    );
+
+    let (mut request, _) = runner.request("cleanup_job");
+    request["state"] = state;
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "cleanup:\n{}",
+        text(&output.stderr)
+    );
+}
