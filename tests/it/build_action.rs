@@ -62,13 +62,6 @@ case "$cmd" in
 esac
 "#;
 
-async fn run_hook(runner: &Runner, request: &Value, env: &[(&str, &str)]) -> std::process::Output {
-    let child = runner.spawn_hook(request, env);
-    tokio::task::spawn_blocking(move || child.wait_with_output().expect("hook exits"))
-        .await
-        .expect("join")
-}
-
 const REGISTRY_ENV: [(&str, &str); 4] = [
     (
         "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST_PUSH",
@@ -153,7 +146,7 @@ async fn setup(mode: Mode, dockerfile: &str) -> (FakeCluster, Runner, Value) {
     let (mut request, response) = runner.request("prepare_job");
     request["args"]["container"]["registry"] = Value::Null;
     request["args"]["services"] = json!([]);
-    let output = run_hook(&runner, &request, &REGISTRY_ENV).await;
+    let output = runner.run(&request, &REGISTRY_ENV).await;
     assert!(
         output.status.success(),
         "prepare_job:\n{}",
@@ -221,7 +214,9 @@ const GOOD: &str = "FROM busybox\nCOPY entrypoint.sh /entrypoint.sh\nRUN chmod +
 async fn builds_and_runs_from_the_pull_host(mode: Mode) {
     let (cluster, runner, state) = setup(mode, GOOD).await;
     let seen = record_step_pods(&cluster, cluster.client().await);
-    let output = run_hook(&runner, &dockerfile_step(&runner, &state), &REGISTRY_ENV).await;
+    let output = runner
+        .run(&dockerfile_step(&runner, &state), &REGISTRY_ENV)
+        .await;
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "{stdout}\n{stderr}");
     // The build log is in the step log, folded in a group.
@@ -277,7 +272,9 @@ async fn dockerfile_action_in_volume_mode() {
 async fn failing_run_step_fails_with_the_last_log_lines() {
     let dockerfile = "FROM busybox\nCOPY entrypoint.sh /entrypoint.sh\nRUN false\nENTRYPOINT [\"/entrypoint.sh\"]\n";
     let (cluster, runner, state) = setup(Mode::Copy, dockerfile).await;
-    let output = run_hook(&runner, &dockerfile_step(&runner, &state), &REGISTRY_ENV).await;
+    let output = runner
+        .run(&dockerfile_step(&runner, &state), &REGISTRY_ENV)
+        .await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -295,7 +292,9 @@ async fn failing_run_step_fails_with_the_last_log_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_push_gives_the_auth_hint() {
     let (cluster, runner, state) = setup(Mode::Copy, &format!("# push-refused\n{GOOD}")).await;
-    let output = run_hook(&runner, &dockerfile_step(&runner, &state), &REGISTRY_ENV).await;
+    let output = runner
+        .run(&dockerfile_step(&runner, &state), &REGISTRY_ENV)
+        .await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refused the push"), "{stderr}");
@@ -321,7 +320,7 @@ async fn build_timeout_stops_and_deletes_the_build_pod() {
         "2",
     ));
     let started = std::time::Instant::now();
-    let output = run_hook(&runner, &dockerfile_step(&runner, &state), &env).await;
+    let output = runner.run(&dockerfile_step(&runner, &state), &env).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -342,7 +341,7 @@ async fn forbidden_build_option_is_rejected_before_any_pod_exists() {
         "--storage-driver vfs",
     ));
     let before = cluster.requests().len();
-    let output = run_hook(&runner, &dockerfile_step(&runner, &state), &env).await;
+    let output = runner.run(&dockerfile_step(&runner, &state), &env).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -363,7 +362,7 @@ async fn forbidden_build_option_is_rejected_before_any_pod_exists() {
 async fn no_registry_configured_names_the_variable_to_set() {
     let (cluster, runner, state) = setup(Mode::Copy, GOOD).await;
     let before = cluster.requests().len();
-    let output = run_hook(&runner, &dockerfile_step(&runner, &state), &[]).await;
+    let output = runner.run(&dockerfile_step(&runner, &state), &[]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(

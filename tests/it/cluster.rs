@@ -128,10 +128,7 @@ async fn run_hook(
     env: &[(&str, String)],
 ) -> std::process::Output {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let child = runner.spawn_hook(request, &env);
-    tokio::task::spawn_blocking(move || child.wait_with_output().expect("hook exits"))
-        .await
-        .unwrap()
+    runner.run(request, &env).await
 }
 
 #[tokio::test]

@@ -17,13 +17,6 @@ const POD: &str = "runner-cs";
 /// An action image with no shell at all: its only file is its entrypoint, a static binary.
 const ACTION_IMAGE: &str = "ghcr.io/octo-org/no-shell-action:v1";
 
-async fn run_hook(runner: &Runner, request: &Value) -> std::process::Output {
-    let child = runner.spawn_hook(request, &[]);
-    tokio::task::spawn_blocking(move || child.wait_with_output().expect("hook exits"))
-        .await
-        .expect("join")
-}
-
 /// Register the action image: its only file is `/busybox` (a static binary), so there is no
 /// `/bin/sh`, `env` or `tail` for a hook to lean on.
 fn register_action_image(cluster: &FakeCluster, dir: &std::path::Path) {
@@ -57,7 +50,7 @@ async fn setup(mode: Mode) -> (FakeCluster, Runner, Value) {
     let (mut request, response) = runner.request("prepare_job");
     request["args"]["container"]["registry"] = Value::Null;
     request["args"]["services"] = json!([]);
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     assert!(
         output.status.success(),
         "prepare_job:\n{}",
@@ -99,7 +92,7 @@ async fn container_step_results_reach_the_next_step(mode: Mode) {
     .unwrap();
 
     let request = container_step(&runner, &state, ACTION_IMAGE, "0");
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "container step:\n{stdout}{stderr}");
     // The runner's split of `"hello" "big world"` is undone: two arguments, as docker run gives.
@@ -120,7 +113,7 @@ async fn container_step_results_reach_the_next_step(mode: Mode) {
 
     // The next script step, in the job pod, sees the file the container step wrote.
     let (step, _) = runner.script_step("cat from-step.txt\n", json!({}), &state);
-    let output = run_hook(&runner, &step).await;
+    let output = runner.run(&step, &[]).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(
         text(&output.stdout),
@@ -129,7 +122,7 @@ async fn container_step_results_reach_the_next_step(mode: Mode) {
 
     // A container step that exits 3 fails the hook with 3.
     let request = container_step(&runner, &state, ACTION_IMAGE, "3");
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("exited with code 3"), "{stderr}");
@@ -151,7 +144,7 @@ async fn unpullable_step_image_fails_within_seconds_and_leaves_no_pod() {
     let (cluster, runner, state) = setup(Mode::Copy).await;
     let request = container_step(&runner, &state, "ghcr.io/octo-org/gone:v9", "0");
     let started = Instant::now();
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -181,7 +174,7 @@ async fn step_registry_credentials_become_the_pull_secret() {
     );
     // Without credentials the kubelet is refused, and the hook says so at once.
     let request = container_step(&runner, &state, private, "0");
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("may require authorization"), "{stderr}");
@@ -191,7 +184,7 @@ async fn step_registry_credentials_become_the_pull_secret() {
     request["args"]["registry"] = json!({
         "username": "octocat", "password": "s3cret-token", "serverUrl": "registry.example.com"
     });
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("pulled with credentials"), "{stdout}");

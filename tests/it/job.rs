@@ -38,7 +38,7 @@ async fn job_lifecycle(mode: Mode) {
 
     // prepare_job
     let (request, response_file) = runner.request("prepare_job");
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     assert!(
         output.status.success(),
         "prepare_job failed:\n{}",
@@ -94,7 +94,7 @@ test -f README.md
         }),
         &state,
     );
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     assert!(
         output.status.success(),
         "step failed:\n{}{}",
@@ -116,7 +116,7 @@ test -f README.md
 
     // A step that fails with exit code 3.
     let (request, _) = runner.script_step("echo going down >&2\nexit 3\n", json!({}), &state);
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("going down"), "{stderr}");
@@ -130,7 +130,7 @@ test -f README.md
         let (request, _) = runner.request("cleanup_job");
         let mut request = request;
         request["state"] = state.clone();
-        let output = run_hook(&runner, &request).await;
+        let output = runner.run(&request, &[]).await;
         assert!(
             output.status.success(),
             "cleanup failed:\n{}",
@@ -167,14 +167,6 @@ test -f README.md
     }
 }
 
-/// Run the hook on a blocking thread (the fake API server lives on this test's runtime).
-async fn run_hook(runner: &Runner, request: &Value) -> std::process::Output {
-    let child = runner.spawn_hook(request, &[]);
-    tokio::task::spawn_blocking(move || child.wait_with_output().expect("hook exits"))
-        .await
-        .expect("join")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alpine_job_image_is_detected() {
     let cluster = FakeCluster::start().await;
@@ -195,7 +187,7 @@ async fn alpine_job_image_is_detected() {
     request["args"]["container"]["image"] = "alpine:3.20".into();
     request["args"]["container"]["registry"] = Value::Null;
     request["args"]["services"] = json!([]);
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let response: Value =
         serde_json::from_str(&std::fs::read_to_string(&response_file).unwrap()).unwrap();
@@ -211,23 +203,22 @@ async fn long_silent_steps_are_kept_alive() {
     let (mut request, response_file) = runner.request("prepare_job");
     request["args"]["container"]["registry"] = Value::Null;
     request["args"]["services"] = json!([]);
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let state = serde_json::from_str::<Value>(&std::fs::read_to_string(&response_file).unwrap())
         .unwrap()["state"]
         .clone();
     // Silent for three times the heartbeat deadline: only pings and pongs cross the connection.
     let (step, _) = runner.script_step("sleep 3\necho done\n", json!({}), &state);
-    let child = runner.spawn_hook(
-        &step,
-        &[
-            ("ACTIONS_RUNNER_HEARTBEAT_PERIOD_MS", "200"),
-            ("ACTIONS_RUNNER_HEARTBEAT_DEADLINE_MS", "1000"),
-        ],
-    );
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let output = runner
+        .run(
+            &step,
+            &[
+                ("ACTIONS_RUNNER_HEARTBEAT_PERIOD_MS", "200"),
+                ("ACTIONS_RUNNER_HEARTBEAT_DEADLINE_MS", "1000"),
+            ],
+        )
+        .await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout), "done\n");
 }

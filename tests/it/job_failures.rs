@@ -13,13 +13,6 @@ use crate::support::runner::{Mode, Runner, text};
 
 const POD: &str = "runner-xyz";
 
-async fn run_hook(runner: &Runner, request: &Value) -> std::process::Output {
-    let child = runner.spawn_hook(request, &[]);
-    tokio::task::spawn_blocking(move || child.wait_with_output().expect("hook exits"))
-        .await
-        .expect("join")
-}
-
 async fn setup(mode: Mode) -> (FakeCluster, Runner) {
     let cluster = FakeCluster::start().await;
     cluster.images().register_common();
@@ -57,7 +50,7 @@ async fn unpullable_image_fails_within_seconds_with_image_and_reason() {
     let (cluster, runner) = setup(Mode::Copy).await;
     let (request, response) = prepare_request(&runner, "ghcr.io/octo-org/missing:1.0");
     let started = Instant::now();
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     let elapsed = started.elapsed();
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -95,7 +88,7 @@ async fn unschedulable_pod_fails_with_the_scheduler_message() {
         "0/3 nodes are available: 3 Insufficient memory.",
     );
     let (request, _) = prepare_request(&runner, "node:22");
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -112,7 +105,7 @@ async fn missing_permissions_are_all_named_before_anything_is_created() {
     cluster.rbac().deny("secrets", "delete");
     let (request, _) = prepare_request(&runner, "node:22");
     let before = cluster.requests().len();
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -139,7 +132,7 @@ async fn missing_permissions_are_all_named_before_anything_is_created() {
 async fn services_without_a_job_container_are_refused_with_what_to_do() {
     let (cluster, runner) = setup(Mode::Copy).await;
     let (request, _) = runner.request("prepare_job_services_only");
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -154,7 +147,7 @@ async fn services_without_a_job_container_are_refused_with_what_to_do() {
 async fn signal_during_a_long_step_stops_it_and_exits_within_7_seconds() {
     let (cluster, runner) = setup(Mode::Volume).await;
     let (request, response) = prepare_request(&runner, "node:22");
-    let output = run_hook(&runner, &request).await;
+    let output = runner.run(&request, &[]).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let state: Value = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap())
         .unwrap()["state"]

@@ -208,10 +208,13 @@ impl Runner {
         ]
     }
 
-    /// Run the hook with `request` on stdin and the runner's environment plus `extra`.
-    pub fn hook(&self, request: &Value, extra: &[(&str, &str)]) -> Output {
+    /// Run the hook with `request` on stdin and the runner's environment plus `extra`, waiting
+    /// on a blocking thread (the fake API server lives on the caller's runtime).
+    pub async fn run(&self, request: &Value, extra: &[(&str, &str)]) -> Output {
         let child = self.spawn_hook(request, extra);
-        child.wait_with_output().expect("hook exits")
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("hook exits"))
+            .await
+            .expect("the waiting thread ends")
     }
 
     /// Start the hook without waiting for it (for signal tests).
