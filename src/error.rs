@@ -114,6 +114,20 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
             if let Some(hint) = build_hint(e) {
                 hints.push(hint);
             }
+        } else if let Some(e) = cause.downcast_ref::<crate::workspace::AttemptFailure>() {
+            match e {
+                crate::workspace::AttemptFailure::RemoteExit { code, stderr }
+                    if *code == 127 || stderr.contains("not found") =>
+                {
+                    hints.push(
+                        "copy mode runs `sh`, `mkdir`, `head -c`, `tar`, `find` and `sha256sum` in the container: use a job image that has them (any BusyBox, Alpine, Debian, Ubuntu or UBI image), or use volume mode".to_owned(),
+                    )
+                }
+                crate::workspace::AttemptFailure::Mismatch { .. } => hints.push(
+                    "something in the pod changed the files while they were copied; if a service or sidecar writes into the workspace, make it write elsewhere".to_owned(),
+                ),
+                _ => {}
+            }
         } else if let Some(e) = cause.downcast_ref::<crate::build::context::ContextError>() {
             if let Some(hint) = e.hint() {
                 hints.push(hint);
@@ -221,6 +235,28 @@ mod tests {
         assert_eq!(
             report(&err),
             "::error::cannot start\ncaused by: failed to read `x`: no such file\n"
+        );
+    }
+
+    #[test]
+    fn a_copy_that_finds_no_tar_says_which_tools_copy_mode_needs() {
+        let err = anyhow::Error::new(crate::workspace::CopyError::CopyIn {
+            local_dir: "/home/runner/_work".into(),
+            remote_dir: "/__w".into(),
+            attempts: 3,
+            failure: crate::workspace::AttemptFailure::RemoteExit {
+                code: 127,
+                stderr: "sh: tar: not found".into(),
+            },
+        });
+        let text = report(&err);
+        assert!(
+            text.contains("caused by: the copy script in the pod exited with code 127"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hint: copy mode runs `sh`, `mkdir`, `head -c`, `tar`"),
+            "{text}"
         );
     }
 
