@@ -15,7 +15,7 @@ mkdir -p "$out"
 BUILD_USER=${BUILD_USER:-rk8sbuild}
 
 [ "$(id -u)" -eq 0 ] || { echo "error: run as root (it switches to the build user '$BUILD_USER')" >&2; exit 1; }
-for tool in hyperfine node buildah docker-registry curl runuser; do
+for tool in buildah docker-registry curl runuser; do
   command -v "$tool" >/dev/null || { echo "error: \`$tool\` is not on PATH (scripts/install-deps.sh test)" >&2; exit 1; }
 done
 id -u "$BUILD_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$BUILD_USER"
@@ -65,7 +65,7 @@ chmod -R a+rX "$WORK"
 BASE=$REGISTRY/busybox:latest
 
 # By hand: what a person would type as the build user, in a store removed before each run
-# (hyperfine --prepare, not timed).
+# (not timed).
 STORE=$WORK/manual-store
 cat >"$WORK/by-hand.sh" <<EOF
 #!/bin/sh
@@ -78,28 +78,41 @@ EOF
 chmod 755 "$WORK/by-hand.sh"
 as_user="runuser -u $BUILD_USER -- env -i HOME=$HOME_DIR PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin BUILDAH_ISOLATION=chroot"
 
+# Interleaved runs (ours, by hand, ours, ...) rather than hyperfine's one-command-after-another:
+# on a machine with other work the load drifts, and alternating gives both the same drift.
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+minmax() { sort -n | awk 'NR == 1 { min = $1 } { max = $1 } END { printf "%.2f to %.2f", min / 1000, max / 1000 }'; }
 rows=()
 for driver in overlay vfs; do
-  echo "== $driver: $runs runs each" >&2
-  hyperfine --style basic --runs "$runs" --warmup 1 --export-json "$out/build-$driver.json" \
-    --command-name "runner-k8s-hook build ($driver)" \
-    "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_STORAGE_DRIVER=$driver $HOOK build --context $WORK/hello-action --image $REGISTRY/bench/ours --build-arg BASE_IMAGE=$BASE --user $BUILD_USER >/dev/null 2>&1" \
-    --prepare "rm -rf $STORE && mkdir -p $STORE && chown $BUILD_USER: $STORE" \
-    --command-name "buildah by hand ($driver)" \
-    "$as_user $WORK/by-hand.sh $driver"
-  rows+=("$(node -e '
-    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).results;
-    const f = (x) => x.toFixed(2);
-    const [ours, hand] = r;
-    const spread = (x) => `${f(x.min)} to ${f(x.max)}`;
-    console.log(`| ${process.argv[2]} | ${f(ours.median)} s [${spread(ours)}] | ${f(hand.median)} s [${spread(hand)}] | ${(ours.median / hand.median).toFixed(2)} | ${(1000 * (ours.median - hand.median)).toFixed(0)} ms |`);
-  ' "$out/build-$driver.json" "$driver")")
+  echo "== $driver: 1 warm-up + $runs interleaved runs each" >&2
+  ours=(); hand=()
+  for i in $(seq 0 "$runs"); do
+    t0=$(ms)
+    ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_STORAGE_DRIVER=$driver "$HOOK" build --context "$WORK/hello-action" \
+      --image "$REGISTRY/bench/ours" --build-arg "BASE_IMAGE=$BASE" --user "$BUILD_USER" >/dev/null 2>"$WORK/ours.log" \
+      || { cat "$WORK/ours.log" >&2; exit 1; }
+    t1=$(ms)
+    rm -rf "$STORE" && mkdir -p "$STORE" && chown "$BUILD_USER:" "$STORE"   # not timed
+    t2=$(ms)
+    $as_user "$WORK/by-hand.sh" "$driver" || { echo "error: the by-hand build failed" >&2; exit 1; }
+    t3=$(ms)
+    [ "$i" -eq 0 ] && continue   # warm-up: page cache, first pull of the base into the registry's cache
+    ours+=($((t1 - t0))); hand+=($((t3 - t2)))
+    printf '  run %2d: ours %5d ms, by hand %5d ms\n' "$i" $((t1 - t0)) $((t3 - t2)) >&2
+  done
+  m_ours=$(printf '%s\n' "${ours[@]}" | median)
+  m_hand=$(printf '%s\n' "${hand[@]}" | median)
+  printf '%s\n' "${ours[@]}" >"$out/build-$driver-ours.txt"
+  printf '%s\n' "${hand[@]}" >"$out/build-$driver-by-hand.txt"
+  rows+=("$(awk -v d="$driver" -v o="$m_ours" -v h="$m_hand" -v ro="$(printf '%s\n' "${ours[@]}" | minmax)" -v rh="$(printf '%s\n' "${hand[@]}" | minmax)" \
+    'BEGIN { printf "| %s | %.2f s [%s] | %.2f s [%s] | %.2f | %+d ms |", d, o / 1000, ro, h / 1000, rh, o / h, o - h }')")
 done
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 echo >&2
-echo "| driver | runner-k8s-hook build (median [min to max]) | by hand | ratio | difference |"
+echo "| driver | runner-k8s-hook build: median [min to max] | by hand | ratio | difference |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
-echo "$(date +%F), $(nproc) cores, kernel $(uname -r), $(buildah --version | cut -d' ' -f1-3), $runs runs + 1 warm-up each, load $load"
+echo "$(date +%F), $(nproc) cores, kernel $(uname -r), $(buildah --version | cut -d' ' -f1-3), $runs runs each after 1 warm-up, load at the end $load"
