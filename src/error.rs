@@ -261,6 +261,46 @@ mod tests {
     }
 
     #[test]
+    fn build_failures_get_hints_that_name_the_variable_to_change() {
+        let lines = |l: &str| vec![l.to_owned()];
+        let refused = BuildError::PushRefused {
+            image: "r:5000/o/a:t".into(),
+            last_lines: lines("unauthorized: authentication required"),
+        };
+        let text = report(&anyhow::Error::new(refused).context("cannot build the action"));
+        assert!(
+            text.contains("hint: the registry refused the credentials: check the `kubernetes.io/dockerconfigjson` Secret named by `ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_SECRET_NAME`"),
+            "{text}"
+        );
+        let base_pull = BuildError::BuildFailed {
+            image: "r:5000/o/a:t".into(),
+            last_lines: lines(
+                "Error: creating build container: initializing source docker://private/base: reading manifest latest: unauthorized",
+            ),
+        };
+        assert!(
+            report(&anyhow::Error::new(base_pull))
+                .contains("hint: a registry refused a pull during the build")
+        );
+        let timeout = BuildError::Timeout {
+            image: "r:5000/o/a:t".into(),
+            after: std::time::Duration::from_secs(1800),
+        };
+        let text = report(&anyhow::Error::new(timeout));
+        assert_eq!(
+            text,
+            "::error::building `r:5000/o/a:t` did not finish within 1800 s and was stopped\nhint: raise `ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_TIMEOUT_SECONDS` for builds that legitimately take longer; the pod's resources are set by `ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILDER_RESOURCES`\n"
+        );
+        let missing = ConfigError::Missing {
+            var: config::REGISTRY_HOST,
+        };
+        assert!(
+            report(&anyhow::Error::new(missing))
+                .contains("hint: Dockerfile actions are built and pushed to a registry")
+        );
+    }
+
+    #[test]
     fn multi_line_messages_stay_one_annotation() {
         let err = anyhow::anyhow!("first line\nsecond line");
         assert_eq!(report(&err), "::error::first line%0Asecond line\n");

@@ -210,6 +210,16 @@ pub async fn run(
     let dockerfile = dockerfile_in(Path::new(&context), args.file.as_deref())?;
 
     let user = match &args.user {
+        Some(name) if !super::local::running_as_root() => {
+            return Err(UsageError::Invalid {
+                option: "--user",
+                value: name.clone(),
+                reason:
+                    "switching users needs root; leave out `--user` to build as the current user"
+                        .to_owned(),
+            }
+            .into());
+        }
         Some(name) => Some(User::lookup(name).await?),
         None => None,
     };
