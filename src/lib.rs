@@ -12,6 +12,7 @@ pub mod error;
 pub mod hooks;
 pub mod k8s;
 pub mod logging;
+pub mod paths;
 pub mod protocol;
 pub mod shell;
 pub mod workspace;

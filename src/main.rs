@@ -26,14 +26,9 @@ fn main() -> ExitCode {
         ));
     }
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            return fail(&anyhow::Error::new(err).context("failed to start the async runtime"));
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let (tx, cancel) = watch::channel(None);
@@ -74,14 +69,9 @@ fn build(args: &[OsString]) -> ExitCode {
         Err(err) => return fail(&anyhow::Error::new(err)),
     };
     logging::init(&config);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            return fail(&anyhow::Error::new(err).context("failed to start the async runtime"));
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let mut stdout = tokio::io::stdout();
@@ -100,6 +90,14 @@ fn build(args: &[OsString]) -> ExitCode {
             None => fail(&err),
         },
     }
+}
+
+/// The current-thread runtime every command runs on; a failure to start it is reported.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| fail(&anyhow::Error::new(err).context("failed to start the async runtime")))
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {

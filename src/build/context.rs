@@ -45,7 +45,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use crate::paths::normalize;
 
 use tracing::debug;
 
@@ -855,25 +857,6 @@ fn list_largest(largest: &[(PathBuf, u64)]) -> String {
         .map(|(path, size)| format!("`{}` ({})", path.display(), human_bytes(*size)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Lexically normalize an absolute path (`.` dropped, `..` resolved, never above `/`); `None` for
-/// a relative one.
-fn normalize(path: &Path) -> Option<PathBuf> {
-    if !path.is_absolute() {
-        return None;
-    }
-    let mut out = PathBuf::from("/");
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => out.push(part),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    Some(out)
 }
 
 impl fmt::Display for EntryKind {

@@ -14,8 +14,7 @@ use crate::build::{BuildSpec, Executor, Storage, pod};
 use crate::config;
 use crate::k8s::Context;
 use crate::k8s::build::{PodContext, PodExecutor};
-use crate::k8s::spec::{Owner, WorkVolume};
-use crate::k8s::template::Template;
+use crate::k8s::spec::WorkVolume;
 use crate::protocol::{ContainerDefinition, State};
 
 /// A built and pushed action image.
@@ -76,17 +75,11 @@ pub async fn build(
         &action_name(dockerfile, &work_dir, repository),
     );
 
-    let template = config
-        .hook_template
-        .as_deref()
-        .map(Template::load)
-        .transpose()
+    let template = context
+        .hook_template()
         .context("the hook template is unusable")?;
     let runner = context.runner_pod().await;
-    let owner = runner.as_ref().map(|r| Owner {
-        name: context.runner_pod.clone(),
-        uid: r.uid.clone(),
-    });
+    let owner = context.owner(runner.as_ref());
     let work_volume = super::step_work_volume(state, context, runner.as_ref());
     let sub_path;
     let packed;

@@ -13,8 +13,7 @@ use tracing::{info, warn};
 
 use super::Outcome;
 use crate::k8s::names::{self, JOB_CONTAINER};
-use crate::k8s::spec::{self, JobPodInput, Owner, WorkVolume};
-use crate::k8s::template::Template;
+use crate::k8s::spec::{self, JobPodInput, WorkVolume};
 use crate::k8s::wait::{self, Goal};
 use crate::k8s::{Context, Undo};
 use crate::protocol::{
@@ -53,11 +52,8 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
         .check_permissions()
         .await
         .context("cannot start the job: the pre-flight permission check failed")?;
-    let template = config
-        .hook_template
-        .as_deref()
-        .map(Template::load)
-        .transpose()
+    let template = context
+        .hook_template()
         .context("cannot start the job: the hook template is unusable")?;
     let work_dir = super::runner_work_dir(context)?;
 
@@ -72,10 +68,7 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
     }
 
     let runner = context.runner_pod().await;
-    let owner = runner.as_ref().map(|r| Owner {
-        name: context.runner_pod.clone(),
-        uid: r.uid.clone(),
-    });
+    let owner = context.owner(runner.as_ref());
     let work_volume = super::choose_work_volume(context, runner.as_ref());
 
     let registries: Vec<&Registry> = std::iter::once(job)

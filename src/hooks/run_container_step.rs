@@ -22,9 +22,8 @@ use super::Outcome;
 use super::run_script_step::{FILE_COMMANDS, WORK_MOUNT, exit_status_byte};
 use crate::k8s::names::{self, JOB_CONTAINER};
 use crate::k8s::spec::{
-    self, FILES_CONTAINER, Owner, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
+    self, FILES_CONTAINER, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
 };
-use crate::k8s::template::Template;
 use crate::k8s::wait::{self, Goal, Reached};
 use crate::k8s::{Context, Undo};
 use crate::protocol::{ContainerDefinition, State};
@@ -98,17 +97,11 @@ pub async fn run_image(
     let started = Instant::now();
     let config = &context.config;
     let work_dir = super::runner_work_dir(context)?;
-    let template = config
-        .hook_template
-        .as_deref()
-        .map(Template::load)
-        .transpose()
+    let template = context
+        .hook_template()
         .context("the hook template is unusable")?;
     let runner = context.runner_pod().await;
-    let owner = runner.as_ref().map(|r| Owner {
-        name: context.runner_pod.clone(),
-        uid: r.uid.clone(),
-    });
+    let owner = context.owner(runner.as_ref());
     let work_volume = super::step_work_volume(state, context, runner.as_ref());
     let job_pod = state.map(|s| s.job_pod.as_str()).filter(|p| !p.is_empty());
     let workspace = workspace_dir(args, &work_dir)?;
@@ -207,7 +200,15 @@ pub async fn run_image(
             .await
             .with_context(|| format!("failed to copy the workspace into the step pod `{pod}`"))?;
         }
-        release_stage(context, &pod, work_mount).await?;
+        // The `stage` init container ends when the marker exists; then the step starts.
+        context
+            .create_file(
+                &pod,
+                STAGE_CONTAINER,
+                &format!("{work_mount}/{STAGED_MARKER}"),
+            )
+            .await
+            .with_context(|| format!("failed to release the step pod `{pod}`"))?;
     }
 
     wait::until(
@@ -312,27 +313,6 @@ fn workspace_dir(
             )
         })?;
     Ok(Some((source.clone(), rel.to_owned())))
-}
-
-/// Let the `stage` init container end, so the step container starts.
-async fn release_stage(context: &Context, pod: &str, work_mount: &str) -> anyhow::Result<()> {
-    let stage = context.exec_in(pod, STAGE_CONTAINER);
-    let argv = vec![
-        "sh".to_owned(),
-        "-c".to_owned(),
-        "touch \"$1\"".to_owned(),
-        "sh".to_owned(),
-        format!("{work_mount}/{STAGED_MARKER}"),
-    ];
-    let mut out = tokio::io::sink();
-    let mut err = Vec::new();
-    let code = stage.exec(argv, None, &mut out, &mut err).await?;
-    anyhow::ensure!(
-        code == 0,
-        "failed to release the step pod `{pod}`: {}",
-        String::from_utf8_lossy(&err).trim()
-    );
-    Ok(())
 }
 
 /// Copy the step container's log to our stdout as it arrives, unmodified, until the container

@@ -151,7 +151,10 @@ impl PodExecutor<'_> {
                 ))
             })?;
             debug!(%report, "build context copied");
-            touch(context, &name, READY_MARKER).await?;
+            context
+                .create_file(&name, STAGE_CONTAINER, READY_MARKER)
+                .await
+                .map_err(|e| setup_error(format!("could not release the build pod: {e:#}")))?;
         }
 
         wait::until(
@@ -239,30 +242,6 @@ pub const LOG_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 fn setup_error(line: String) -> BuildError {
     BuildError::Setup {
         last_lines: vec![line],
-    }
-}
-
-/// Create `path` in the `stage` container (releases it).
-async fn touch(context: &Context, pod: &str, path: &str) -> Result<(), BuildError> {
-    let exec = context.exec_in(pod, STAGE_CONTAINER);
-    let argv = vec![
-        "sh".to_owned(),
-        "-c".to_owned(),
-        "touch \"$1\"".to_owned(),
-        "sh".to_owned(),
-        path.to_owned(),
-    ];
-    let mut out = tokio::io::sink();
-    let mut err = Vec::new();
-    match exec.exec(argv, None, &mut out, &mut err).await {
-        Ok(0) => Ok(()),
-        Ok(code) => Err(setup_error(format!(
-            "could not release the build pod `{pod}` (exit {code}): {}",
-            String::from_utf8_lossy(&err).trim()
-        ))),
-        Err(e) => Err(setup_error(format!(
-            "could not release the build pod `{pod}`: {e}"
-        ))),
     }
 }
 

@@ -190,6 +190,33 @@ impl Context {
         }
     }
 
+    /// Create the (empty) file `path` in `container` of `pod`: how the hook releases a `stage`
+    /// init container that waits for its files.
+    ///
+    /// # Errors
+    /// When the exec fails or `touch` exits non-zero (with its stderr).
+    pub async fn create_file(&self, pod: &str, container: &str, path: &str) -> anyhow::Result<()> {
+        let argv = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            "touch \"$1\"".to_owned(),
+            "sh".to_owned(),
+            path.to_owned(),
+        ];
+        let mut out = tokio::io::sink();
+        let mut err = Vec::new();
+        let code = self
+            .exec_in(pod, container)
+            .exec(argv, None, &mut out, &mut err)
+            .await?;
+        anyhow::ensure!(
+            code == 0,
+            "could not create `{path}` in pod `{pod}` container `{container}` (exit {code}): {}",
+            String::from_utf8_lossy(&err).trim()
+        );
+        Ok(())
+    }
+
     /// Stop a step's process tree in a container: TERM to the root pid read from `pid_file`
     /// and all its descendants (found through `/proc`, which every Linux container has), then
     /// KILL whatever is left a moment later.

@@ -121,6 +121,29 @@ impl Context {
         }
     }
 
+    /// The runner pod as owner of what we create (for ownerReferences), when it could be read.
+    pub fn owner(&self, runner: Option<&RunnerPod>) -> Option<super::spec::Owner> {
+        runner.map(|r| super::spec::Owner {
+            name: self.runner_pod.clone(),
+            uid: r.uid.clone(),
+        })
+    }
+
+    /// The hook template named by `ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE`, loaded; `None`
+    /// when none is configured.
+    ///
+    /// # Errors
+    /// The template file is unreadable or not a pod template.
+    pub fn hook_template(
+        &self,
+    ) -> Result<Option<super::template::Template>, super::template::TemplateError> {
+        self.config
+            .hook_template
+            .as_deref()
+            .map(super::template::Template::load)
+            .transpose()
+    }
+
     /// Create a pod.
     ///
     /// # Errors

@@ -14,7 +14,9 @@
 //! the same pod and are reachable at `localhost:<containerPort>`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use crate::paths::normalize;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -1413,25 +1415,6 @@ fn mount_target(container: &str, target: &str) -> Result<String, SpecError> {
         .to_str()
         .map(str::to_owned)
         .ok_or_else(|| invalid("the target is not valid UTF-8"))
-}
-
-/// Lexically normalize an absolute path: drop `.` and empty parts, resolve `..` (never above
-/// `/`). `None` for a relative path.
-fn normalize(path: &Path) -> Option<PathBuf> {
-    if !path.is_absolute() {
-        return None;
-    }
-    let mut out = PathBuf::from("/");
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => out.push(part),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    Some(out)
 }
 
 /// The `kubernetes.io/dockerconfigjson` Secret for the job's registries (the TypeScript hook's
