@@ -751,7 +751,7 @@ fn is_dns_subdomain(s: &str) -> bool {
 }
 
 /// RFC 1123 label: what Kubernetes requires of a namespace name.
-fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()

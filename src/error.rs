@@ -22,8 +22,23 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Render `error` as the lines the runner shows: `::error::<message>`, `caused by: <cause>`...,
 /// `hint: <hint>`....
 pub fn report(error: &anyhow::Error) -> String {
+    render(error, true)
+}
+
+/// Render `error` for a terminal (`runner-k8s-hook build` outside a workflow): `error:
+/// <message>` with its own line breaks, then the same `caused by:` and `hint:` lines as
+/// [`report`].
+pub fn report_plain(error: &anyhow::Error) -> String {
+    render(error, false)
+}
+
+fn render(error: &anyhow::Error, workflow_command: bool) -> String {
     let top = error.to_string();
-    let mut out = format!("::error::{}\n", escape_data(&top));
+    let mut out = if workflow_command {
+        format!("::error::{}\n", escape_data(&top))
+    } else {
+        format!("error: {top}\n")
+    };
     // Some errors (kube's, io's) repeat their source in their own message; a cause already
     // said in full by an earlier line adds nothing.
     let mut said = vec![top];
@@ -203,6 +218,19 @@ mod tests {
     #[test]
     fn escapes_workflow_command_data() {
         assert_eq!(escape_data("50% done\r\nnext"), "50%25 done%0D%0Anext");
+    }
+
+    #[test]
+    fn plain_report_keeps_line_breaks_for_a_terminal() {
+        let err = anyhow::anyhow!("the build failed; last lines:\n  STEP 2/2: RUN false (100%)")
+            .context("cannot build `r:5000/x`");
+        assert_eq!(
+            report_plain(&err),
+            "error: cannot build `r:5000/x`\ncaused by: the build failed; last lines:   STEP 2/2: RUN false (100%)\n"
+        );
+        let err = anyhow::anyhow!("line one\nline two (100%)");
+        assert_eq!(report_plain(&err), "error: line one\nline two (100%)\n");
+        assert_eq!(report(&err), "::error::line one%0Aline two (100%25)\n");
     }
 
     #[test]

@@ -81,16 +81,21 @@ pub async fn run(
     let work = run_request(input, config, context.clone());
     tokio::select! {
         result = work => result,
-        signal = cancel.wait_for(Option::is_some) => {
-            // A closed channel means no signal can come; treat it as no cancellation.
-            let Ok(signal) = signal.map(|s| s.expect("waited for Some")) else {
-                return Err(anyhow::anyhow!("the signal handler stopped unexpectedly"));
-            };
+        signal = signalled(&mut cancel) => {
             if let Some(context) = context.get() {
                 k8s::Context::undo_all(context, CANCEL_GRACE).await;
             }
             Err(Cancelled(signal).into())
         }
+    }
+}
+
+/// The first [`Signal`] sent on `cancel`. A closed channel means no signal can come: this then
+/// never returns.
+pub async fn signalled(cancel: &mut Cancel) -> Signal {
+    match cancel.wait_for(Option::is_some).await {
+        Ok(signal) => signal.expect("waited for Some"),
+        Err(_) => std::future::pending().await,
     }
 }
 

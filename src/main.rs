@@ -4,7 +4,9 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::process::ExitCode;
 
-use runner_k8s_hook::{Cancelled, Outcome, Signal, config::Config, error, logging};
+use anyhow::Context as _;
+
+use runner_k8s_hook::{Cancel, Cancelled, Outcome, Signal, config::Config, error, logging};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -28,20 +30,9 @@ fn main() -> ExitCode {
 
     let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(code) => return code,
+        Err(err) => return fail(&err),
     };
-    let result = runtime.block_on(async {
-        let (tx, cancel) = watch::channel(None);
-        // Signals are watched for the whole run: a second signal during clean-up is ignored
-        // (the clean-up is already bounded), and the runner's final SIGKILL needs no handler.
-        tokio::spawn(async move {
-            let signal = wait_for_signal().await;
-            let _ = tx.send(Some(signal));
-            // Keep the sender alive so the receiver never sees a closed channel.
-            std::future::pending::<()>().await;
-        });
-        runner_k8s_hook::run(&input, &config, cancel).await
-    });
+    let result = runtime.block_on(async { runner_k8s_hook::run(&input, &config, signals()).await });
     match result {
         Ok(Outcome::Success(_)) => ExitCode::SUCCESS,
         Ok(Outcome::StepExited(code)) => {
@@ -61,48 +52,62 @@ fn main() -> ExitCode {
     }
 }
 
-/// `runner-k8s-hook build ...`: the build engine on this machine (`build::cli`). A signal
-/// drops the build, which stops its processes and removes its temporary files.
+/// `runner-k8s-hook build ...`: the build engine (`build::cli`). A signal stops the build: its
+/// local processes and temporary files, or its build pod.
 fn build(args: &[OsString]) -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(err) => return fail(&anyhow::Error::new(err)),
+    // In a workflow (the JavaScript action) errors are annotations; on a terminal, plain text.
+    let in_workflow = std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true");
+    let render = if in_workflow {
+        error::report
+    } else {
+        error::report_plain
     };
-    logging::init(&config);
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    let result = runtime.block_on(async {
-        let mut stdout = tokio::io::stdout();
-        tokio::select! {
-            result = runner_k8s_hook::build::cli::run(args, &config, &mut stdout) => result,
-            signal = wait_for_signal() => Err(Cancelled(signal).into()),
-        }
-    });
+    let result = Config::from_env()
+        .map_err(anyhow::Error::new)
+        .and_then(|config| {
+            logging::init(&config);
+            runtime()?.block_on(async {
+                let mut stdout = tokio::io::stdout();
+                runner_k8s_hook::build::cli::run(args, &config, &mut stdout, signals()).await
+            })
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => match err.downcast_ref::<Cancelled>() {
-            Some(Cancelled(signal)) => {
-                eprint!("{}", error::report(&err));
-                ExitCode::from(signal.exit_code())
+        Err(err) => {
+            eprint!("{}", render(&err));
+            match err.downcast_ref::<Cancelled>() {
+                Some(Cancelled(signal)) => ExitCode::from(signal.exit_code()),
+                None => ExitCode::from(error::EXIT_FAILURE),
             }
-            None => fail(&err),
-        },
+        }
     }
 }
 
-/// The current-thread runtime every command runs on; a failure to start it is reported.
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+/// The current-thread runtime every command runs on.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|err| fail(&anyhow::Error::new(err).context("failed to start the async runtime")))
+        .context("failed to start the async runtime")
 }
 
 fn fail(err: &anyhow::Error) -> ExitCode {
     eprint!("{}", error::report(err));
     ExitCode::from(error::EXIT_FAILURE)
+}
+
+/// Cancellation for the command: the first SIGINT or SIGTERM. Signals are watched for the whole
+/// run: a second signal during clean-up is ignored (the clean-up is already bounded), and the
+/// runner's final SIGKILL needs no handler. Call inside the runtime.
+fn signals() -> Cancel {
+    let (tx, cancel) = watch::channel(None);
+    tokio::spawn(async move {
+        let signal = wait_for_signal().await;
+        let _ = tx.send(Some(signal));
+        // Keep the sender alive so the receiver never sees a closed channel.
+        std::future::pending::<()>().await;
+    });
+    cancel
 }
 
 /// The first SIGINT or SIGTERM. If a handler cannot be installed, only that signal loses its

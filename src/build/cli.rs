@@ -1,15 +1,19 @@
 //! `runner-k8s-hook build`: build a Dockerfile and push it, with the same script and
-//! configuration as the hook's build pods, on this machine (the local executor).
+//! configuration as the hook's build pods, on this machine (the local executor) or in a build
+//! pod in the cluster (the pod executor, exactly what a Dockerfile action gets).
 //!
 //! ```text
 //! runner-k8s-hook build --context DIR [--file F] --image REF [--build-arg K=V]... [--no-push]
 //!                       [--executor local] [--user USER] [--storage DIR]
 //!                       [--authfile FILE] [--cert-dir DIR]
+//! runner-k8s-hook build --context DIR [--file F] --image REF [--build-arg K=V]... [--no-push]
+//!                       --executor pod [--namespace NS]
 //! ```
 //! stdout gets one line, the pushed reference pinned by digest (`REF@sha256:...`), or `REF`
 //! with `--no-push`; the build log goes to stderr. Extra Buildah options, the storage driver and
 //! the timeout come from the hook's variables (`..._BUILD_OPTIONS`, `..._PUSH_OPTIONS`,
-//! `..._STORAGE_DRIVER`, `..._BUILD_TIMEOUT_SECONDS`), with the same allow-list.
+//! `..._STORAGE_DRIVER`, `..._BUILD_TIMEOUT_SECONDS`), with the same allow-list; in the cluster,
+//! so do the profile, builder image, resources, registry Secret and CA.
 //!
 //! This module parses arguments and wires the engine together; it runs nothing itself.
 
@@ -19,16 +23,21 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use tokio::io::AsyncWriteExt as _;
 
+use super::context::BuildContext;
 use super::local::{LocalExecutor, Scratch, User};
 use super::reference::{self, ImageRef};
-use super::{BuildSpec, Executor as _, Storage};
-use crate::config::Config;
+use super::{BuildSpec, Executor as _, Storage, pod};
+use crate::config::{self, Config};
+use crate::k8s::build::{PodContext, PodExecutor};
+use crate::{CANCEL_GRACE, Cancel, Cancelled, k8s};
 
 /// The usage text, also printed by `--help`.
 pub const USAGE: &str = "\
 usage: runner-k8s-hook build --context DIR [--file F] --image REF [--build-arg K=V]... [--no-push]
                              [--executor local] [--user USER] [--storage DIR]
                              [--authfile FILE] [--cert-dir DIR]
+       runner-k8s-hook build --context DIR [--file F] --image REF [--build-arg K=V]... [--no-push]
+                             --executor pod [--namespace NS]
 
 Build the Dockerfile F (default `Dockerfile`, relative to DIR) with Buildah and push it as REF
 (`host[:port]/repository[:tag]`; without a tag, a random one). Prints REF@sha256:<digest>.
@@ -38,15 +47,39 @@ Build the Dockerfile F (default `Dockerfile`, relative to DIR) with Buildah and 
   --image REF        image to build and push
   --build-arg K=V    build argument (repeatable)
   --no-push          build only; prints REF
-  --executor local   run the build script with this machine's buildah (the only one here)
+  --executor local   run the build script with this machine's buildah (the default)
+  --executor pod     run it in a build pod in the cluster (KUBECONFIG, or the pod's service
+                     account), as the hook does for a Dockerfile action; the context (minus
+                     .dockerignore) is streamed into the pod
+local executor:
   --user USER        run it as USER (rootless; needs root to switch and subuid/subgid ranges)
   --storage DIR      keep the image store in DIR (default: a fresh one, removed afterwards)
   --authfile FILE    registry auth file (docker config.json format)
   --cert-dir DIR     directory with the registry's CA as `ca.crt`
+pod executor:
+  --namespace NS     namespace of the build pod (default: ACTIONS_RUNNER_KUBERNETES_NAMESPACE,
+                     else the kubeconfig's)
 
 Extra options: ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_OPTIONS / _PUSH_OPTIONS (allow-listed),
 ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_STORAGE_DRIVER, ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_TIMEOUT_SECONDS.
+In a pod: the registry credentials are the Secret named by
+ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_SECRET_NAME, the CA ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_CA,
+and the profile, builder image and resources the hook's variables (docs/user/configuration.md).
 ";
+
+/// Label value (`runner-pod=`) and name prefix of build pods started from the command line
+/// outside a runner pod (without `ACTIONS_RUNNER_POD_NAME`): `runner-k8s-hook-build-<suffix>`.
+pub const CLI_POD_PREFIX: &str = "runner-k8s-hook";
+
+/// Where the build runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecutorKind {
+    /// This machine's `buildah` ([`LocalExecutor`]).
+    #[default]
+    Local,
+    /// A build pod in the cluster ([`PodExecutor`]).
+    Pod,
+}
 
 /// Arguments the `build` subcommand does not accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +126,10 @@ pub struct Args {
     pub authfile: Option<PathBuf>,
     /// `--cert-dir`.
     pub cert_dir: Option<PathBuf>,
+    /// `--executor`.
+    pub executor: ExecutorKind,
+    /// `--namespace`.
+    pub namespace: Option<String>,
     /// `--help`.
     pub help: bool,
 }
@@ -148,15 +185,19 @@ impl Args {
                 }
                 "--no-push" if inline.is_none() => parsed.no_push = true,
                 "--executor" => {
-                    let executor = value("--executor")?;
-                    if executor != "local" {
-                        return Err(UsageError::Invalid {
-                            option: "--executor",
-                            value: executor,
-                            reason: "only `local` is available from the command line; builds in the cluster run through the hook (a Dockerfile action) or the cluster tests".to_owned(),
-                        });
+                    parsed.executor = match value("--executor")?.as_str() {
+                        "local" => ExecutorKind::Local,
+                        "pod" => ExecutorKind::Pod,
+                        other => {
+                            return Err(UsageError::Invalid {
+                                option: "--executor",
+                                value: other.to_owned(),
+                                reason: "expected `local` or `pod`".to_owned(),
+                            });
+                        }
                     }
                 }
+                "--namespace" | "-n" => parsed.namespace = Some(value("--namespace")?),
                 "--user" => parsed.user = Some(value("--user")?),
                 "--storage" => parsed.storage = Some(PathBuf::from(value("--storage")?)),
                 "--authfile" => parsed.authfile = Some(PathBuf::from(value("--authfile")?)),
@@ -170,32 +211,108 @@ impl Args {
         }
         parsed.context = context.ok_or(UsageError::Required("--context"))?;
         parsed.image = image.ok_or(UsageError::Required("--image"))?;
+        parsed.check_executor_options()?;
         Ok(parsed)
+    }
+
+    /// Options of one executor are refused with the other, rather than silently ignored.
+    fn check_executor_options(&self) -> Result<(), UsageError> {
+        let only = |option: &'static str, value: String, reason: &str| {
+            Err(UsageError::Invalid {
+                option,
+                value,
+                reason: reason.to_owned(),
+            })
+        };
+        match self.executor {
+            ExecutorKind::Local => {
+                if let Some(ns) = &self.namespace {
+                    return only("--namespace", ns.clone(), "only with `--executor pod`");
+                }
+            }
+            ExecutorKind::Pod => {
+                let in_pod = "only with `--executor local`; a build pod takes the registry credentials from the Secret named by ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_SECRET_NAME and the CA from ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_CA";
+                let local_only = [
+                    ("--user", self.user.clone()),
+                    (
+                        "--storage",
+                        self.storage.as_ref().map(|p| p.display().to_string()),
+                    ),
+                    (
+                        "--authfile",
+                        self.authfile.as_ref().map(|p| p.display().to_string()),
+                    ),
+                    (
+                        "--cert-dir",
+                        self.cert_dir.as_ref().map(|p| p.display().to_string()),
+                    ),
+                ];
+                for (option, value) in local_only {
+                    if let Some(value) = value {
+                        return only(option, value, in_pod);
+                    }
+                }
+                if let Some(ns) = &self.namespace
+                    && !config::is_dns_label(ns)
+                {
+                    return only(
+                        "--namespace",
+                        ns.clone(),
+                        "a namespace name: lowercase letters, digits and `-`, at most 63 characters",
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 /// Run `runner-k8s-hook build` with the arguments after `build`: the build log goes to stderr,
-/// the reference to `stdout`.
+/// the reference to `stdout`. A signal on `cancel` stops the build (its processes, or its pod,
+/// deleted within [`CANCEL_GRACE`]) and returns [`Cancelled`].
 ///
 /// # Errors
-/// A [`UsageError`], a [`super::BuildError`], or an I/O failure, with context.
+/// A [`UsageError`], a [`super::BuildError`], [`Cancelled`], or an I/O or cluster failure, with
+/// context.
 pub async fn run(
     args: &[OsString],
     config: &Config,
     stdout: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+    mut cancel: Cancel,
 ) -> anyhow::Result<()> {
     let args = Args::parse(args)?;
     if args.help {
         stdout.write_all(USAGE.as_bytes()).await?;
         return Ok(());
     }
-    let (repository, tag) =
-        reference::parse_image(&args.image).map_err(|e| UsageError::Invalid {
-            option: "--image",
-            value: args.image.clone(),
-            reason: e.to_string(),
-        })?;
-    let image = match tag {
+    let image = image_to_build(&args.image)?;
+    let context = std::path::absolute(&args.context)
+        .with_context(|| format!("cannot resolve `{}`", args.context.display()))?;
+    let context = utf8(&context, "--context")?;
+    let dockerfile = dockerfile_in(Path::new(&context), args.file.as_deref())?;
+    let reference = match args.executor {
+        ExecutorKind::Local => {
+            run_local(&args, config, context, dockerfile, image, &mut cancel).await?
+        }
+        ExecutorKind::Pod => {
+            run_in_pod(&args, config, context, dockerfile, image, &mut cancel).await?
+        }
+    };
+    stdout
+        .write_all(format!("{reference}\n").as_bytes())
+        .await?;
+    stdout.flush().await?;
+    Ok(())
+}
+
+/// `--image` as the reference to push: with its tag, or a random one.
+fn image_to_build(given: &str) -> Result<String, UsageError> {
+    let (repository, tag) = reference::parse_image(given).map_err(|e| UsageError::Invalid {
+        option: "--image",
+        value: given.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(match tag {
         Some(tag) => format!("{repository}:{tag}"),
         None => {
             let path = repository.path().unwrap_or_default().to_owned();
@@ -203,12 +320,19 @@ pub async fn run(
                 .expect("the host of a parsed repository parses");
             ImageRef::new(&host, &host, &path).push_ref()
         }
-    };
-    let context = std::path::absolute(&args.context)
-        .with_context(|| format!("cannot resolve `{}`", args.context.display()))?;
-    let context = utf8(&context, "--context")?;
-    let dockerfile = dockerfile_in(Path::new(&context), args.file.as_deref())?;
+    })
+}
 
+/// The local executor: the script runs here, as `--user` when given, in a scratch directory
+/// removed afterwards. Dropping the build (on a signal) stops its processes.
+async fn run_local(
+    args: &Args,
+    config: &Config,
+    context: String,
+    dockerfile: String,
+    image: String,
+    cancel: &mut Cancel,
+) -> anyhow::Result<String> {
     let user = match &args.user {
         Some(name) if !super::local::running_as_root() => {
             return Err(UsageError::Invalid {
@@ -285,13 +409,77 @@ pub async fn run(
         timeout: Some(config.build.timeout),
     };
     let mut log = tokio::io::stderr();
-    let outcome = executor.run(&spec, &mut log).await?;
-    stdout
-        .write_all(format!("{}\n", outcome.reference()).as_bytes())
-        .await?;
-    stdout.flush().await?;
+    let outcome = tokio::select! {
+        outcome = executor.run(&spec, &mut log) => outcome?,
+        signal = crate::signalled(cancel) => return Err(Cancelled(signal).into()),
+    };
     drop(scratch);
-    Ok(())
+    Ok(outcome.reference())
+}
+
+/// The pod executor: the context is selected (`.dockerignore`, symlinks, size limit) and packed
+/// here, then streamed into a build pod that runs the script; the pod is deleted in every case.
+/// Outside a runner pod, the build pod has no owner and is labelled [`CLI_POD_PREFIX`].
+async fn run_in_pod(
+    args: &Args,
+    config: &Config,
+    context_dir: String,
+    dockerfile: String,
+    image: String,
+    cancel: &mut Cancel,
+) -> anyhow::Result<String> {
+    let mut config = config.clone();
+    if let Some(namespace) = &args.namespace {
+        config.namespace = Some(namespace.clone());
+    }
+    // Everything about the context is checked before the cluster is contacted.
+    let limit = config.build.context_limit_bytes;
+    let dir = PathBuf::from(&context_dir);
+    let (scanned, packed) = tokio::task::spawn_blocking(move || {
+        let scanned = BuildContext::scan_dir(&dir, &dockerfile, limit)?;
+        let packed = scanned.pack()?;
+        Ok::<_, super::context::ContextError>((scanned, packed))
+    })
+    .await
+    .context("the build context scan stopped unexpectedly")?
+    .with_context(|| format!("cannot build the context `{context_dir}`"))?;
+
+    let label = config
+        .runner_pod_name
+        .clone()
+        .unwrap_or_else(|| CLI_POD_PREFIX.to_owned());
+    let cluster = k8s::Context::connect(&config, &label, k8s::UndoLog::default())
+        .await
+        .context("cannot build in the cluster")?;
+    let template = cluster
+        .hook_template()
+        .context("the hook template is unusable")?;
+    // In a runner pod (the JavaScript action in ARC), the build pod goes with the runner pod.
+    let owner = match &config.runner_pod_name {
+        Some(_) => cluster.owner(cluster.runner_pod().await.as_ref()),
+        None => None,
+    };
+    let spec = pod::build_spec(
+        &config.build,
+        &scanned.dockerfile,
+        &image,
+        !args.no_push,
+        &args.build_args,
+    );
+    let executor = PodExecutor {
+        context: &cluster,
+        owner: owner.as_ref(),
+        source: PodContext::Copy(&packed),
+        template: template.as_ref(),
+    };
+    let mut log = tokio::io::stderr();
+    tokio::select! {
+        outcome = executor.run(&spec, &mut log) => Ok(outcome?.reference()),
+        signal = crate::signalled(cancel) => {
+            cluster.undo_all(CANCEL_GRACE).await;
+            Err(Cancelled(signal).into())
+        }
+    }
 }
 
 /// The Dockerfile relative to the context: `Dockerfile` by default; a relative `--file` is
@@ -439,7 +627,19 @@ mod tests {
             parse(&["--push-it"]).unwrap_err().to_string(),
             "unknown argument `--push-it` for `build`"
         );
-        assert!(parse(&["--context", ".", "--image", "r:5000/x", "--executor", "pod"]).is_err());
+        assert!(
+            parse(&[
+                "--context",
+                ".",
+                "--image",
+                "r:5000/x",
+                "--executor",
+                "docker"
+            ])
+            .unwrap_err()
+            .to_string()
+            .contains("expected `local` or `pod`")
+        );
         assert!(
             parse(&[
                 "--context",
@@ -450,6 +650,43 @@ mod tests {
                 "NOEQUALS"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn each_executor_refuses_the_other_ones_options() {
+        let base = ["--context", ".", "--image", "r:5000/x"];
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        let pod = with(&["--executor", "pod", "-n", "builds"]).unwrap();
+        assert_eq!(pod.executor, ExecutorKind::Pod);
+        assert_eq!(pod.namespace.as_deref(), Some("builds"));
+        assert_eq!(with(&[]).unwrap().executor, ExecutorKind::Local);
+        for local_only in [
+            &["--user", "build"][..],
+            &["--storage", "/s"],
+            &["--authfile", "/a.json"],
+            &["--cert-dir", "/c"],
+        ] {
+            let error = with(&[&["--executor=pod"][..], local_only].concat()).unwrap_err();
+            assert!(
+                error.to_string().contains("only with `--executor local`")
+                    && error
+                        .to_string()
+                        .contains("ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_SECRET_NAME"),
+                "{error}"
+            );
+        }
+        assert!(
+            with(&["--namespace", "builds"])
+                .unwrap_err()
+                .to_string()
+                .contains("only with `--executor pod`")
+        );
+        assert!(
+            with(&["--executor", "pod", "--namespace", "Not_A_Namespace"])
+                .unwrap_err()
+                .to_string()
+                .contains("a namespace name")
         );
     }
 

@@ -161,7 +161,7 @@ impl ContextError {
     pub fn hint(&self) -> Option<String> {
         match self {
             ContextError::NotADockerfile { .. } | ContextError::DockerfileMissing { .. } => Some(
-                "`runs.image` in the action's `action.yml` names the Dockerfile relative to the action's directory; check its spelling and that the file is committed".to_owned(),
+                "`runs.image` in the action's `action.yml` names the Dockerfile relative to the action's directory (`runner-k8s-hook build`: `--file` is relative to `--context`); check its spelling and that the file is committed".to_owned(),
             ),
             ContextError::ContextTooLarge {
                 largest,
@@ -212,9 +212,10 @@ pub struct ContextEntry {
 pub struct BuildContext {
     /// The context directory on the runner (the Dockerfile's directory).
     pub dir: PathBuf,
-    /// The Dockerfile's name in [`BuildContext::dir`] (for `--file <context>/<name>`).
+    /// The Dockerfile's path relative to [`BuildContext::dir`] (for `--file <context>/<path>`):
+    /// its name for an action, whose context is the Dockerfile's directory.
     pub dockerfile: String,
-    /// The ignore file in use (its name in [`BuildContext::dir`]), if any: pass it to Buildah
+    /// The ignore file in use (its path relative to [`BuildContext::dir`]), if any: pass it to Buildah
     /// as `--ignorefile <context>/<name>` so it applies exactly this file, whatever else the
     /// directory holds.
     pub ignore_file: Option<String>,
@@ -250,6 +251,26 @@ impl BuildContext {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        BuildContext::scan_dir(&dir, &name, size_limit)
+    }
+
+    /// Select the context `dir` for the Dockerfile at `dockerfile`, a path relative to `dir`
+    /// without `..` (`Dockerfile`, `docker/Containerfile`): the `runner-k8s-hook build` door,
+    /// where the context and the file are chosen separately, as with `buildah build --file`. Any
+    /// file name is accepted. A Dockerfile-specific ignore file lies beside the Dockerfile
+    /// (`docker/Containerfile.dockerignore`); `.dockerignore` at the context's root otherwise. The
+    /// Dockerfile and its ignore file are sent even inside an excluded directory.
+    ///
+    /// # Errors
+    /// As [`BuildContext::scan`], except [`ContextError::NotADockerfile`].
+    pub fn scan_dir(
+        dir: &Path,
+        dockerfile: &str,
+        size_limit: u64,
+    ) -> Result<BuildContext, ContextError> {
+        let dir = dir.to_path_buf();
+        let name = dockerfile.to_owned();
+        let dockerfile = &dir.join(&name);
         match fs::metadata(dockerfile) {
             Ok(meta) if meta.is_file() => {}
             Ok(_) => {
@@ -409,7 +430,7 @@ fn read_ignore_file(
 /// The selection walk (module docs).
 struct Walk<'a> {
     patterns: &'a IgnorePatterns,
-    /// Names at the context's root that are always sent.
+    /// Paths (relative to the context) that are always sent: the Dockerfile and its ignore file.
     always: &'a [String],
     entries: Vec<ContextEntry>,
     size: u64,
@@ -453,11 +474,14 @@ impl Walk<'_> {
                 Err(e) if tolerant && e.kind() == io::ErrorKind::PermissionDenied => continue,
                 Err(e) => return Err(read(&path)(e)),
             };
-            let excluded =
-                self.patterns.matches(&child) && !(rel.is_empty() && self.always.contains(&child));
+            let excluded = self.patterns.matches(&child) && !self.always.contains(&child);
             let kind = meta.file_type();
             if kind.is_dir() {
-                if excluded && !self.patterns.may_reinclude_below(&child) {
+                let holds_always = self
+                    .always
+                    .iter()
+                    .any(|a| a.strip_prefix(&child).is_some_and(|r| r.starts_with('/')));
+                if excluded && !self.patterns.may_reinclude_below(&child) && !holds_always {
                     self.excluded += 1;
                     continue;
                 }
@@ -1087,6 +1111,45 @@ mod tests {
         // README.md, node_modules (not walked) and src/deep/x.tmp; `src/deep` itself is not
         // excluded, so it is sent empty, as Docker sends it.
         assert_eq!(context.excluded, 3);
+    }
+
+    #[test]
+    fn a_nested_dockerfile_is_sent_even_from_an_excluded_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "docker/Containerfile", 4);
+        write(root, "docker/notes.txt", 1);
+        write(root, "app.sh", 2);
+        fs::write(root.join(".dockerignore"), "docker\n").unwrap();
+        let context = BuildContext::scan_dir(root, "docker/Containerfile", 1 << 20).unwrap();
+        assert_eq!(
+            selected(&context),
+            [".dockerignore", "app.sh", "docker/Containerfile", "docker/"]
+        );
+        assert_eq!(context.dockerfile, "docker/Containerfile");
+        assert_eq!(context.ignore_file.as_deref(), Some(".dockerignore"));
+
+        // A Dockerfile-specific ignore file beside it wins over the root's.
+        fs::write(root.join("docker/Containerfile.dockerignore"), "app.sh\n").unwrap();
+        let context = BuildContext::scan_dir(root, "docker/Containerfile", 1 << 20).unwrap();
+        assert_eq!(
+            context.ignore_file.as_deref(),
+            Some("docker/Containerfile.dockerignore")
+        );
+        assert_eq!(
+            selected(&context),
+            [
+                ".dockerignore",
+                "docker/Containerfile",
+                "docker/Containerfile.dockerignore",
+                "docker/notes.txt",
+                "docker/"
+            ]
+        );
+        assert!(matches!(
+            BuildContext::scan_dir(root, "docker/Missingfile", 100),
+            Err(ContextError::DockerfileMissing { .. })
+        ));
     }
 
     #[test]

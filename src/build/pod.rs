@@ -49,7 +49,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tracing::warn;
 
-use crate::config::{BuilderProfile, BuilderResources, RegistryCa};
+use crate::config::{BuildConfig, BuilderProfile, BuilderResources, RegistryCa};
 use crate::k8s::names::{self, BUILD_CONTAINER};
 use crate::k8s::spec::{
     Owner, Placement, WORK_VOLUME, node_affinity, object_labels, owner_reference,
@@ -136,6 +136,40 @@ pub fn profile_name(profile: BuilderProfile) -> &'static str {
         BuilderProfile::Rootless => "rootless",
         BuilderProfile::Root => "root",
         BuilderProfile::Userns => "userns",
+    }
+}
+
+/// The [`super::BuildSpec`] a build pod runs: the script's paths are this module's layout, the
+/// options, storage driver, registry Secret and CA come from `config`. Both doors that build in
+/// the cluster (the hook for a Dockerfile action, `runner-k8s-hook build --executor pod`) use it.
+pub fn build_spec(
+    config: &BuildConfig,
+    dockerfile: &str,
+    image: &str,
+    push: bool,
+    build_args: &[(String, String)],
+) -> super::BuildSpec {
+    super::BuildSpec {
+        context_dir: CONTEXT_DIR.to_owned(),
+        dockerfile: dockerfile.to_owned(),
+        image: image.to_owned(),
+        push,
+        build_args: build_args.to_vec(),
+        storage: super::Storage {
+            root: storage_root(config.profile).to_owned(),
+            runroot: RUNROOT.to_owned(),
+            driver: config.storage_driver,
+        },
+        build_options: config.build_options.clone(),
+        push_options: config.push_options.clone(),
+        auth_source: config
+            .registry_secret_name
+            .as_ref()
+            .map(|_| AUTH_SOURCE.to_owned()),
+        cert_dir: config.registry_ca.as_ref().map(|_| CERT_DIR.to_owned()),
+        work_dir: WORK_DIR.to_owned(),
+        result_path: RESULT_PATH.to_owned(),
+        wait_for: None,
     }
 }
 

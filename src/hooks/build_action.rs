@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::build::context::BuildContext;
 use crate::build::reference::{ImageRef, action_name};
-use crate::build::{BuildSpec, Executor, Storage, pod};
+use crate::build::{Executor, pod};
 use crate::config;
 use crate::k8s::Context;
 use crate::k8s::build::{PodContext, PodExecutor};
@@ -110,28 +110,13 @@ pub async fn build(
         }
     };
 
-    let spec = BuildSpec {
-        context_dir: pod::CONTEXT_DIR.to_owned(),
-        dockerfile: build_context.dockerfile.clone(),
-        image: image.push_ref(),
-        push: true,
-        build_args: Vec::new(),
-        storage: Storage {
-            root: pod::storage_root(build.profile).to_owned(),
-            runroot: pod::RUNROOT.to_owned(),
-            driver: build.storage_driver,
-        },
-        build_options: build.build_options.clone(),
-        push_options: build.push_options.clone(),
-        auth_source: build
-            .registry_secret_name
-            .as_ref()
-            .map(|_| pod::AUTH_SOURCE.to_owned()),
-        cert_dir: build.registry_ca.as_ref().map(|_| pod::CERT_DIR.to_owned()),
-        work_dir: pod::WORK_DIR.to_owned(),
-        result_path: pod::RESULT_PATH.to_owned(),
-        wait_for: None,
-    };
+    let spec = pod::build_spec(
+        build,
+        &build_context.dockerfile,
+        &image.push_ref(),
+        true,
+        &[],
+    );
     let executor = PodExecutor {
         context,
         owner: owner.as_ref(),

@@ -3,6 +3,7 @@
 //! the build log streams into the step log, the step runs from the pull-host reference pinned
 //! by digest with the registry Secret as pull secret, and failures say what happened.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use crate::support::fake_api::{FakeCluster, ImageSpec};
-use crate::support::runner::{Mode, Runner, busybox_rootfs, text};
+use crate::support::runner::{HOOK, Mode, Runner, busybox_rootfs, sleeping_processes, text};
 
 const POD: &str = "runner-bd";
 const BUILDER: &str = "quay.io/buildah/stable:fake";
@@ -22,8 +23,9 @@ const PUSH: &str = "registry.fake.svc:5000/actions";
 const PULL: &str = "localhost:30500/actions";
 const DIGEST: &str = "sha256:5c1a6f3e9b2d4a7c8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
 
-/// A stand-in `buildah`: prints `STEP n/m` per Dockerfile line, checks that `COPY` sources are
-/// in the context, fails at `RUN false`, sleeps at `RUN sleep N`, refuses the push when the
+/// A stand-in `buildah`: prints `STEP n/m` per Dockerfile line and each `--build-arg`, checks
+/// that `COPY` sources are in the context and that `# not in the context: P` is not, fails at
+/// `RUN false`, sleeps at `RUN sleep N`, refuses the push when the
 /// Dockerfile says `# push-refused`, and writes a fixed digest.
 const FAKE_BUILDAH: &str = r#"#!/bin/sh
 while [ $# -gt 0 ]; do case "$1" in --root|--runroot|--storage-driver) shift 2;; *) break;; esac; done
@@ -34,11 +36,12 @@ case "$cmd" in
   build)
     file=; tag=; ctx=
     while [ $# -gt 0 ]; do case "$1" in
-      --file) file=$2; shift 2;; --tag) tag=$2; shift 2;;
+      --file) file=$2; shift 2;; --tag) tag=$2; shift 2;; --build-arg) echo "build arg $2"; shift 2;;
       --cert-dir|--retry|--retry-delay|--format) shift 2;; --*) shift;; *) ctx=$1; shift;; esac; done
     n=$(grep -c . "$file"); i=0
     while IFS= read -r line; do
       [ -n "$line" ] || continue
+      case "$line" in '# not in the context: '*) p=${line#'# not in the context: '}; [ ! -e "$ctx/$p" ] || { echo "$p was sent"; exit 1; };; esac
       case "$line" in \#*) continue;; esac
       i=$((i+1)); echo "STEP $i/$n: $line"
       case "$line" in
@@ -100,17 +103,7 @@ async fn setup(mode: Mode, dockerfile: &str) -> (FakeCluster, Runner, Value) {
     std::fs::create_dir_all(action.join("secrets")).unwrap();
     std::fs::write(action.join("secrets/key"), "never sent").unwrap();
 
-    let builder = runner.work.join("builder-rootfs");
-    busybox_rootfs(&builder);
-    std::fs::write(
-        builder.join("bin/buildah"),
-        FAKE_BUILDAH.replace("@DIGEST@", DIGEST),
-    )
-    .unwrap();
-    set_executable(&builder.join("bin/buildah"));
-    cluster
-        .images()
-        .register(BUILDER, ImageSpec::host(&[]).with_rootfs(&builder));
+    register_builder(&cluster, &runner.work.join("builder-rootfs"));
 
     // What the registry serves at the pull host: the built action, pinned by digest, which only
     // a pod with the registry Secret may pull.
@@ -130,18 +123,7 @@ async fn setup(mode: Mode, dockerfile: &str) -> (FakeCluster, Runner, Value) {
             .with_rootfs(&action_rootfs)
             .requiring_auth(),
     );
-    let secrets: Api<Secret> = Api::namespaced(cluster.client().await, cluster.namespace());
-    let auth = json!({"auths": {"localhost:30500": {"auth": "dXNlcjpwYXNz"}}}).to_string();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "regcred"},
-        "type": "kubernetes.io/dockerconfigjson",
-        "stringData": {".dockerconfigjson": auth}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    create_registry_secret(&cluster).await;
 
     let (mut request, response) = runner.request("prepare_job");
     request["args"]["container"]["registry"] = Value::Null;
@@ -158,7 +140,37 @@ async fn setup(mode: Mode, dockerfile: &str) -> (FakeCluster, Runner, Value) {
     (cluster, runner, state)
 }
 
-fn set_executable(path: &std::path::Path) {
+/// The builder image: BusyBox with [`FAKE_BUILDAH`] as `/bin/buildah`, its rootfs at `rootfs`.
+fn register_builder(cluster: &FakeCluster, rootfs: &Path) {
+    busybox_rootfs(rootfs);
+    std::fs::write(
+        rootfs.join("bin/buildah"),
+        FAKE_BUILDAH.replace("@DIGEST@", DIGEST),
+    )
+    .unwrap();
+    set_executable(&rootfs.join("bin/buildah"));
+    cluster
+        .images()
+        .register(BUILDER, ImageSpec::host(&[]).with_rootfs(rootfs));
+}
+
+/// The registry Secret `regcred`, as an operator creates it.
+async fn create_registry_secret(cluster: &FakeCluster) {
+    let secrets: Api<Secret> = Api::namespaced(cluster.client().await, cluster.namespace());
+    let auth = json!({"auths": {"localhost:30500": {"auth": "dXNlcjpwYXNz"}}}).to_string();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "regcred"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": auth}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+fn set_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -169,30 +181,27 @@ fn dockerfile_step(runner: &Runner, state: &Value) -> Value {
     request
 }
 
-/// (image, pull secrets) of each step pod seen.
-type SeenPods = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+/// Every pod of one component that appears, as first seen (in order).
+type SeenPods = Arc<Mutex<Vec<Pod>>>;
 
-/// Records the image and pull secrets of every step pod that appears.
-fn record_step_pods(cluster: &FakeCluster, client: kube::Client) -> SeenPods {
+/// Records every pod labelled `app.kubernetes.io/component=<component>` that appears, from now
+/// on (they are deleted by the time the hook exits).
+fn record_pods(cluster: &FakeCluster, client: kube::Client, component: &str) -> SeenPods {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let pods: Api<Pod> = Api::namespaced(client, cluster.namespace());
-    let config = watcher::Config::default().labels("app.kubernetes.io/component=step");
+    let config =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/component={component}"));
     let sink = seen.clone();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(watcher::watcher(pods, config));
         while let Some(Ok(event)) = stream.next().await {
             if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event {
-                let spec = pod.spec.unwrap_or_default();
-                let image = spec.containers[0].image.clone().unwrap_or_default();
-                let secrets = spec
-                    .image_pull_secrets
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|s| s.name)
-                    .collect();
                 let mut seen = sink.lock().unwrap();
-                if !seen.iter().any(|(i, _)| i == &image) {
-                    seen.push((image, secrets));
+                if !seen
+                    .iter()
+                    .any(|p: &Pod| p.metadata.name == pod.metadata.name)
+                {
+                    seen.push(pod);
                 }
             }
         }
@@ -213,7 +222,7 @@ const GOOD: &str = "FROM busybox\nCOPY entrypoint.sh /entrypoint.sh\nRUN chmod +
 
 async fn builds_and_runs_from_the_pull_host(mode: Mode) {
     let (cluster, runner, state) = setup(mode, GOOD).await;
-    let seen = record_step_pods(&cluster, cluster.client().await);
+    let seen = record_pods(&cluster, cluster.client().await, "step");
     let output = runner
         .run(&dockerfile_step(&runner, &state), &REGISTRY_ENV)
         .await;
@@ -238,7 +247,14 @@ async fn builds_and_runs_from_the_pull_host(mode: Mode) {
     );
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "{seen:?}");
-    let (image, pull_secrets) = &seen[0];
+    let spec = seen[0].spec.clone().unwrap_or_default();
+    let image = spec.containers[0].image.clone().unwrap_or_default();
+    let pull_secrets: Vec<String> = spec
+        .image_pull_secrets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     let tag = image
         .strip_prefix(&format!("{PULL}/octo-org/hello-action:"))
         .and_then(|rest| rest.strip_suffix(&format!("@{DIGEST}")))
@@ -374,4 +390,219 @@ async fn no_registry_configured_names_the_variable_to_set() {
             .iter()
             .any(|r| r.method == "POST")
     );
+}
+
+// `runner-k8s-hook build --executor pod`: the same build pod from the command line, outside a
+// runner (the path `make demo` takes when a cluster is reachable).
+
+/// The stage image of command-line builds (`ACTIONS_RUNNER_IMAGE`): BusyBox is enough.
+const STAGE: &str = "registry.fake.svc:5000/tools/busybox:stable";
+
+/// A fake cluster with the builder and stage images and the registry Secret, and a context
+/// directory `action/` whose Dockerfile is `docker/Containerfile`, with a `.dockerignore` that
+/// leaves out `secrets/`.
+async fn cli_setup(dockerfile: &str) -> (FakeCluster, tempfile::TempDir) {
+    let cluster = FakeCluster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    register_builder(&cluster, &dir.path().join("builder-rootfs"));
+    let stage = dir.path().join("stage-rootfs");
+    busybox_rootfs(&stage);
+    cluster
+        .images()
+        .register(STAGE, ImageSpec::host(&[]).with_rootfs(&stage));
+    create_registry_secret(&cluster).await;
+    let action = dir.path().join("action");
+    std::fs::create_dir_all(action.join("docker")).unwrap();
+    std::fs::create_dir_all(action.join("secrets")).unwrap();
+    std::fs::write(action.join("docker/Containerfile"), dockerfile).unwrap();
+    std::fs::write(action.join("entrypoint.sh"), "#!/bin/sh\necho hello\n").unwrap();
+    std::fs::write(action.join(".dockerignore"), "secrets/\n").unwrap();
+    std::fs::write(action.join("secrets/key"), "never sent").unwrap();
+    (cluster, dir)
+}
+
+/// `runner-k8s-hook build --executor pod --context <dir>/action --file docker/Containerfile
+/// <args>`, with only what a user outside a runner has: a kubeconfig and the hook's variables.
+fn cli_build(cluster: &FakeCluster, dir: &Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(HOOK)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .env("ACTIONS_RUNNER_IMAGE", STAGE)
+        .envs(REGISTRY_ENV)
+        .arg("build")
+        .args(["--executor", "pod", "--context"])
+        .arg(dir.join("action"))
+        .args(["--file", "docker/Containerfile"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the hook starts")
+}
+
+async fn wait_output(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().expect("the hook exits"))
+        .await
+        .expect("the waiting thread ends")
+}
+
+const CLI_GOOD: &str = "# not in the context: secrets\nFROM busybox\nCOPY entrypoint.sh /entrypoint.sh\nENTRYPOINT [\"/entrypoint.sh\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_build_runs_in_a_build_pod_without_a_runner() {
+    let (cluster, dir) = cli_setup(CLI_GOOD).await;
+    let seen = record_pods(&cluster, cluster.client().await, "build");
+    let image = format!("{PUSH}/octo-org/cli-built");
+    let child = cli_build(
+        &cluster,
+        dir.path(),
+        &[
+            "--image",
+            &image,
+            "--build-arg",
+            "GREETING=hi there",
+            "--namespace",
+            cluster.namespace(),
+        ],
+    );
+    let output = wait_output(child).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+
+    // stdout is the pushed reference with a random tag, pinned by digest; nothing else.
+    let line = stdout
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("{stdout:?}"));
+    let tag = line
+        .strip_prefix(&format!("{image}:"))
+        .and_then(|rest| rest.strip_suffix(&format!("@{DIGEST}")))
+        .unwrap_or_else(|| panic!("stdout: {stdout:?}"));
+    assert!(
+        tag.len() >= 16 && tag.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{tag}"
+    );
+    // The build log, live on stderr: the nested Dockerfile, the build argument, the context
+    // without what .dockerignore leaves out (the stand-in fails otherwise).
+    assert!(
+        stderr.contains("COPY entrypoint.sh /entrypoint.sh"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("build arg GREETING=hi there"), "{stderr}");
+    assert!(stderr.contains("Writing manifest"), "{stderr}");
+
+    // One build pod, named and labelled for the command line, owned by nothing, with the
+    // registry Secret as its auth file; deleted afterwards.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    let pod = &seen[0];
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    assert!(name.starts_with("runner-k8s-hook-build-"), "{name}");
+    assert_eq!(
+        pod.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("runner-pod"))
+            .map(String::as_str),
+        Some("runner-k8s-hook")
+    );
+    assert!(
+        pod.metadata.owner_references.is_none(),
+        "{:?}",
+        pod.metadata.owner_references
+    );
+    let secrets: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+        .collect();
+    assert_eq!(secrets, ["regcred"]);
+    assert_eq!(pods_left(&cluster, "build").await, 0, "build pod deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_build_failure_shows_the_log_and_deletes_the_pod() {
+    let (cluster, dir) = cli_setup("FROM busybox\nRUN false\n").await;
+    let output = wait_output(cli_build(
+        &cluster,
+        dir.path(),
+        &["--image", &format!("{PUSH}/octo-org/cli-built:v1")],
+    ))
+    .await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stdout, "", "no reference on failure");
+    assert!(
+        stderr.contains("\nerror: building `")
+            && stderr.contains("\n  error building at STEP \"RUN false\": exit status 1\n"),
+        "{stderr}"
+    );
+    assert_eq!(pods_left(&cluster, "build").await, 0, "build pod deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_build_in_a_pod_stops_on_sigint_and_deletes_the_pod() {
+    let (cluster, dir) = cli_setup("FROM busybox\nRUN sleep 173\n").await;
+    let child = cli_build(
+        &cluster,
+        dir.path(),
+        &["--image", &format!("{PUSH}/octo-org/cli-built:v1")],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !sleeping_processes("173") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never reached its RUN step"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signalled = std::time::Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = wait_output(child).await;
+    let stderr = text(&output.stderr);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(7),
+        "exited {:?} after SIGINT",
+        signalled.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("cancelled by SIGINT"), "{stderr}");
+    assert_eq!(pods_left(&cluster, "build").await, 0, "build pod deleted");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !sleeping_processes("173"),
+        "the build's RUN step still runs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_build_in_a_pod_without_a_cluster_says_where_to_look() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM busybox\n").unwrap();
+    let output = std::process::Command::new(HOOK)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .args([
+            "build",
+            "--executor",
+            "pod",
+            "--image",
+            "r.example:5000/x",
+            "--context",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot build in the cluster"), "{stderr}");
+    assert!(stderr.contains("KUBECONFIG"), "{stderr}");
 }

@@ -561,6 +561,8 @@ fn cli_refuses_a_forbidden_option_before_building() {
             "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_PUSH_OPTIONS",
             "--creds=ci:s3cret",
         )
+        // In a workflow (the JavaScript action), errors are annotations.
+        .env("GITHUB_ACTIONS", "true")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -584,12 +586,14 @@ fn cli_refuses_a_forbidden_option_before_building() {
 fn cli_usage_errors() {
     let output = Command::new(HOOK)
         .args(["build", "--image", "127.0.0.1:1/x"])
+        .env_remove("GITHUB_ACTIONS")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // On a terminal, plain text.
     assert!(
-        stderr.starts_with("::error::`--context` is required\n"),
+        stderr.starts_with("error: `--context` is required\n"),
         "{stderr}"
     );
     assert!(

@@ -431,3 +431,62 @@ async fn cluster_dockerfile_action_is_built_in_the_cluster_and_run_from_the_pull
         text(&output.stderr)
     );
 }
+
+/// `runner-k8s-hook build --executor pod` (what `make demo` runs with a cluster): the example
+/// action built in a build pod outside any runner, pushed under a random tag, the reference
+/// pinned by digest on stdout, and no build pod left.
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one, and a registry (ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST...)"]
+async fn cluster_command_line_build_runs_in_a_build_pod() {
+    let cluster = cluster().await;
+    let env = registry_env();
+    let push_host = env
+        .iter()
+        .find(|(k, _)| k.ends_with("_REGISTRY_HOST_PUSH"))
+        .or_else(|| env.iter().find(|(k, _)| k.ends_with("_REGISTRY_HOST")))
+        .map(|(_, v)| v.clone())
+        .expect("registry_env checked it");
+    let image = format!("{push_host}/octo-org/hello-action-cli");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-action");
+    let hook = crate::support::runner::HOOK;
+    let output = tokio::process::Command::new(hook)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env_remove("ACTIONS_RUNNER_POD_NAME")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args([
+            "build",
+            "--executor",
+            "pod",
+            "--namespace",
+            &cluster.namespace,
+        ])
+        .arg("--context")
+        .arg(&example)
+        .args(["--image", &image])
+        .output()
+        .await
+        .expect("the hook runs");
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let reference = stdout.trim_end();
+    assert!(
+        reference.starts_with(&format!("{image}:")) && reference.contains("@sha256:"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stderr.contains("COPY entrypoint.sh"), "{stderr}");
+
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let left = pods
+        .list(
+            &ListParams::default()
+                .labels("runner-pod=runner-k8s-hook,app.kubernetes.io/component=build"),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count();
+    assert_eq!(left, 0, "build pods left in {}", cluster.namespace);
+}

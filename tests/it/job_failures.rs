@@ -9,7 +9,7 @@ use kube::api::ListParams;
 use serde_json::{Value, json};
 
 use crate::support::fake_api::FakeCluster;
-use crate::support::runner::{Mode, Runner, text};
+use crate::support::runner::{Mode, Runner, sleeping_processes, text};
 
 const POD: &str = "runner-xyz";
 
@@ -198,15 +198,4 @@ async fn signal_during_a_long_step_stops_it_and_exits_within_7_seconds() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!finished.exists(), "the step went on after the signal");
     drop(cluster);
-}
-
-/// Whether any process on this machine runs `sleep <arg>` (the fake node runs containers as
-/// local processes).
-fn sleeping_processes(arg: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == arg.as_bytes()
-        })
-    })
 }

@@ -332,3 +332,14 @@ fn copy_dir(from: &Path, to: &Path) {
         to.display()
     );
 }
+
+/// Whether any process on this machine runs `sleep <arg>` (the fake node runs containers as
+/// local processes).
+pub fn sleeping_processes(arg: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| {
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == arg.as_bytes()
+        })
+    })
+}
