@@ -1,6 +1,7 @@
 // JavaScript action (action.yml) for jobs that run on the runner itself: builds a Dockerfile with
-// `runner-k8s-hook build` (rootless Buildah, the same script as the hook's build pods), pushes it,
-// and sets the outputs `image` (reference pinned by digest) and `digest`.
+// `runner-k8s-hook build` (rootless Buildah, the same script as the hook's build pods; on the
+// runner, or in a build pod with `executor: pod`), pushes it, and sets the outputs `image`
+// (reference pinned by digest) and `digest`.
 // Plain CommonJS, no dependencies, like dist/index.js; the binary is found the same way:
 // $RUNNER_K8S_HOOK_BINARY if set (and nothing else), else <this dir>/runner-k8s-hook, else
 // <this dir>/bin/runner-k8s-hook.
@@ -67,6 +68,11 @@ const argv = [
   ...buildArgs(input("build-args", "")),
 ];
 if (!booleanInput("push", "true")) argv.push("--no-push");
+const executor = input("executor", "local");
+if (!["local", "pod"].includes(executor)) {
+  fail(`Input executor must be \`local\` or \`pod\`, not: ${executor}`);
+}
+if (executor !== "local") argv.push("--executor", executor);
 
 const override = process.env[ENV];
 const candidates = override

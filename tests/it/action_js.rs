@@ -248,8 +248,26 @@ fn push_false_builds_only() {
 }
 
 #[test]
+fn executor_pod_builds_in_the_cluster() {
+    let mut action = Action::new("ok").input("executor", "pod");
+    let out = action.run();
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let argv = action.argv().unwrap();
+    assert_eq!(argv[argv.len() - 2..], ["--executor", "pod"], "{argv:?}");
+    assert_eq!(
+        parse_outputs(&action.github_output())["image"],
+        format!("{REF}@{DIGEST}")
+    );
+}
+
+#[test]
 fn invalid_inputs_fail_before_the_binary_runs() {
     for (name, value, message) in [
+        (
+            "executor",
+            "docker",
+            "::error::Input executor must be `local` or `pod`, not: docker",
+        ),
         (
             "push",
             "yes",
@@ -364,12 +382,20 @@ fn action_yml_declares_what_action_js_reads() {
     let names: Vec<&str> = inputs.keys().map(|k| k.as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["context", "dockerfile", "image", "build-args", "push"]
+        [
+            "context",
+            "dockerfile",
+            "image",
+            "build-args",
+            "push",
+            "executor"
+        ]
     );
     let default = |name: &str| yaml["inputs"][name]["default"].as_str().map(str::to_owned);
     assert_eq!(default("context").as_deref(), Some("."));
     assert_eq!(default("dockerfile").as_deref(), Some("Dockerfile"));
     assert_eq!(default("push").as_deref(), Some("true"));
+    assert_eq!(default("executor").as_deref(), Some("local"));
     assert_eq!(yaml["inputs"]["image"]["required"].as_bool(), Some(true));
     let outputs: Vec<&str> = yaml["outputs"]
         .as_mapping()
