@@ -7,7 +7,8 @@
 //! the workspace is brought up to date from the job pod, copied into the step pod with `_temp`
 //! while its `stage` init container holds it, and after the step the file commands and the
 //! workspace come back to the runner and into the job pod (the TypeScript hook lost them,
-//! RCH #302).
+//! RCH #302). Workspace copies mirror ([`CopyOptions::mirror`]): what a step deleted stays
+//! deleted.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -128,7 +129,7 @@ pub async fn run_image(
             &exec,
             &format!("{WORK_MOUNT}/{rel}"),
             local_ws,
-            &CopyOptions::default(),
+            &CopyOptions::default().mirror(),
         )
         .await
         .with_context(|| format!("failed to copy the workspace out of the job pod `{job_pod}`"))?;
@@ -258,7 +259,7 @@ pub async fn run_image(
                 &files,
                 &format!("{work_mount}/{rel}"),
                 local_ws,
-                &CopyOptions::default(),
+                &CopyOptions::default().mirror(),
             )
             .await
             .with_context(|| {
@@ -270,7 +271,7 @@ pub async fn run_image(
                     &exec,
                     local_ws,
                     &format!("{WORK_MOUNT}/{rel}"),
-                    &CopyOptions::default(),
+                    &CopyOptions::default().mirror(),
                 )
                 .await
                 .with_context(|| {

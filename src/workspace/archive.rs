@@ -18,7 +18,7 @@
 //! files are created with `O_EXCL` after removing what was there (never opened through a
 //! symlink), and directory metadata is applied last, again only through real directories.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt as _;
@@ -376,6 +376,63 @@ pub(crate) struct Unpacked {
     pub bytes: u64,
     /// Everything after the archive's end-of-archive block, padding included.
     pub trailer: Vec<u8>,
+    /// Every entry the archive named (not excluded), by relative path: what a mirror keeps.
+    pub entries: HashSet<Vec<u8>>,
+}
+
+/// Make `root` a mirror of an unpacked archive: remove every file, symlink and directory below
+/// it whose relative path is not in `keep`, except excluded paths (and directories that still
+/// hold one). Symlinks are removed, never followed. Returns how many entries were removed.
+pub(crate) fn remove_unlisted(
+    root: &Path,
+    keep: &HashSet<Vec<u8>>,
+    exclude: &Exclude,
+) -> Result<usize, UnpackError> {
+    fn walk(
+        dir: &Path,
+        prefix: &[u8],
+        keep: &HashSet<Vec<u8>>,
+        exclude: &Exclude,
+        removed: &mut usize,
+    ) -> Result<(), UnpackError> {
+        let write = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| UnpackError::Write { path, source }
+        };
+        for entry in fs::read_dir(dir).map_err(write(dir))? {
+            let entry = entry.map_err(write(dir))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let rel = if prefix.is_empty() {
+                name.as_bytes().to_vec()
+            } else {
+                [prefix, b"/", name.as_bytes()].concat()
+            };
+            if exclude.matches(&rel) {
+                continue;
+            }
+            let is_dir = entry.file_type().map_err(write(&path))?.is_dir();
+            let listed = keep.contains(&rel);
+            if is_dir {
+                walk(&path, &rel, keep, exclude, removed)?;
+                if !listed {
+                    match fs::remove_dir(&path) {
+                        Ok(()) => *removed += 1,
+                        // It still holds an excluded entry: keep it.
+                        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
+                        Err(e) => return Err(write(&path)(e)),
+                    }
+                }
+            } else if !listed {
+                fs::remove_file(&path).map_err(write(&path))?;
+                *removed += 1;
+            }
+        }
+        Ok(())
+    }
+    let mut removed = 0;
+    walk(root, b"", keep, exclude, &mut removed)?;
+    Ok(removed)
 }
 
 /// Why unpacking stopped.
@@ -424,6 +481,7 @@ pub(crate) fn unpack(
         if exclude.matches(&rel) {
             continue;
         }
+        unpacked.entries.insert(rel.clone());
         let header = entry.header();
         let kind = header.entry_type();
         let mode = header.mode().map_err(UnpackError::Malformed)?;

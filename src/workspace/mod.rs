@@ -20,6 +20,11 @@
 //! the destination) and hashed on the way; the listing after it must match what was unpacked,
 //! both ways. Stderr stays free for error messages.
 //!
+//! **Mirror** ([`CopyOptions::mirror`]): by default copies add and overwrite; with `mirror`, what
+//! the source no longer has is deleted at the destination too (after verification on copy-out;
+//! by emptying the destination before extraction on copy-in), so a file a step deleted does not
+//! come back with the next copy. The hooks mirror the workspace, never `_temp`.
+//!
 //! The TypeScript hook compared names and sizes only, retried 15 times and then went on silently
 //! (RCH #269, #275); here a copy either verifies or fails with the files that differ.
 //!
@@ -50,8 +55,9 @@ pub use remote::{Remote, Stdin};
 
 use archive::Exclude;
 
-/// Copy-in script. `$1`: destination directory, `$2`: archive length, then the top-level
-/// entries of the archive that hold regular files (`./name`, or `.`). Stdin: the archive.
+/// Copy-in script. `$1`: destination directory, `$2`: archive length, `$3`: `mirror` to empty
+/// the destination first (else `add`), then the top-level entries of the archive that hold
+/// regular files (`./name`, or `.`). Stdin: the archive.
 /// Stdout: `sha256sum` of every regular file under those entries. Exit code 3: hashing failed
 /// for some file.
 ///
@@ -61,8 +67,10 @@ use archive::Exclude;
 pub const COPY_IN_SCRIPT: &str = r#"set -e
 dst=$1
 len=$2
-shift 2
+mode=$3
+shift 3
 mkdir -p "$dst"
+if [ "$mode" = mirror ]; then find "$dst" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; fi
 head -c "$len" | tar -x -f - -C "$dst"
 cd "$dst"
 if [ "$#" -gt 0 ]; then find "$@" -type f -exec sha256sum {} + || exit 3; fi
@@ -115,6 +123,12 @@ pub struct CopyOptions {
     pub attempts: u32,
     /// Wait before the second attempt ([`BACKOFF`]), multiplied by the attempt number after.
     pub backoff: Duration,
+    /// Make the destination an exact copy: what the source no longer has is deleted there too
+    /// (a step's `rm` must not be undone by the next copy). Copy-out deletes local entries that
+    /// the verified archive did not name (excluded paths are kept); copy-in empties the remote
+    /// destination before extracting ([`COPY_IN_SCRIPT`]'s `mirror`), so use it only for a
+    /// directory the source holds in full, such as the workspace.
+    pub mirror: bool,
 }
 
 impl Default for CopyOptions {
@@ -123,6 +137,7 @@ impl Default for CopyOptions {
             exclude: Vec::new(),
             attempts: ATTEMPTS,
             backoff: BACKOFF,
+            mirror: false,
         }
     }
 }
@@ -131,6 +146,12 @@ impl CopyOptions {
     /// These options, also excluding `path` (relative to the copied directory).
     pub fn exclude(mut self, path: impl Into<PathBuf>) -> Self {
         self.exclude.push(path.into());
+        self
+    }
+
+    /// These options, mirroring ([`CopyOptions::mirror`]).
+    pub fn mirror(mut self) -> Self {
+        self.mirror = true;
         self
     }
 
@@ -424,9 +445,13 @@ async fn send_packed<R: Remote>(
     let sent: HashMap<Vec<u8>, Sha256> = packed.files.iter().cloned().collect();
     let argv = script_argv(
         COPY_IN_SCRIPT,
-        [remote_dir.to_owned(), packed.len.to_string()]
-            .into_iter()
-            .chain(hash_roots(&packed.files)),
+        [
+            remote_dir.to_owned(),
+            packed.len.to_string(),
+            if options.mirror { "mirror" } else { "add" }.to_owned(),
+        ]
+        .into_iter()
+        .chain(hash_roots(&packed.files)),
     );
     let attempt = |_| copy_in_attempt(remote, packed, &sent, argv.clone());
     match retry(options, attempt).await {
@@ -521,7 +546,7 @@ pub async fn copy_out<R: Remote>(
     check_remote_dir(remote_dir)?;
     let exclude = options.matcher();
     let argv = script_argv(COPY_OUT_SCRIPT, [remote_dir.to_owned()]);
-    let attempt = |_| copy_out_attempt(remote, local_dir, &exclude, argv.clone());
+    let attempt = |_| copy_out_attempt(remote, local_dir, &exclude, options.mirror, argv.clone());
     match retry(options, attempt).await {
         Ok(((files, bytes), attempts)) => Ok(CopyReport {
             files,
@@ -542,6 +567,7 @@ async fn copy_out_attempt<R: Remote>(
     remote: &R,
     local_dir: &Path,
     exclude: &Exclude,
+    mirror: bool,
     argv: Vec<String>,
 ) -> Result<(usize, u64), AttemptFailure> {
     tokio::fs::create_dir_all(local_dir)
@@ -595,6 +621,19 @@ async fn copy_out_attempt<R: Remote>(
         .collect();
     let problems = checksum::compare(&listed, &unpacked.files, true);
     if problems.is_empty() {
+        // Only a verified copy may delete: what is local but not in the archive is gone there.
+        if mirror {
+            let root = local_dir.to_path_buf();
+            let matcher = exclude.clone();
+            let keep = unpacked.entries;
+            let removed = tokio::task::spawn_blocking(move || {
+                archive::remove_unlisted(&root, &keep, &matcher)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .map_err(AttemptFailure::Unpack)?;
+            debug!(removed, "mirrored: removed what the source no longer has");
+        }
         Ok((unpacked.files.len(), unpacked.bytes))
     } else {
         Err(AttemptFailure::Mismatch {

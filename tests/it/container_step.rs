@@ -28,6 +28,7 @@ fn register_action_image(cluster: &FakeCluster, dir: &std::path::Path) {
     // image itself has no /bin/sh, so the hook cannot be relying on one.
     let script = r#"echo "greeting=hello $1" >> "$GITHUB_OUTPUT"
 echo "made by the step in $PWD" > /github/workspace/from-step.txt
+/busybox rm -f /github/workspace/deleted-by-the-container-step.txt
 echo "args: [$1] [$2]"
 echo "to stderr" >&2
 exit "${EXIT:-0}""#;
@@ -90,6 +91,15 @@ async fn container_step_results_reach_the_next_step(mode: Mode) {
         "",
     )
     .unwrap();
+    // Files a script step and the container step delete stay deleted: copy mode mirrors the
+    // workspace, it does not only add.
+    let (step, _) = runner.script_step(
+        "echo x > deleted-by-the-container-step.txt\nrm README.md\n",
+        json!({}),
+        &state,
+    );
+    let output = runner.run(&step, &[]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
 
     let request = container_step(&runner, &state, ACTION_IMAGE, "0");
     let output = runner.run(&request, &[]).await;
@@ -111,13 +121,26 @@ async fn container_step_results_reach_the_next_step(mode: Mode) {
         "the workspace file is on the runner side"
     );
 
-    // The next script step, in the job pod, sees the file the container step wrote.
-    let (step, _) = runner.script_step("cat from-step.txt\n", json!({}), &state);
+    assert!(!runner.workspace().join("README.md").exists());
+    assert!(
+        !runner
+            .workspace()
+            .join("deleted-by-the-container-step.txt")
+            .exists()
+    );
+
+    // The next script step, in the job pod, sees the file the container step wrote, and not
+    // the ones deleted.
+    let (step, _) = runner.script_step(
+        "cat from-step.txt\nls README.md deleted-by-the-container-step.txt 2>/dev/null || echo none left\n",
+        json!({}),
+        &state,
+    );
     let output = runner.run(&step, &[]).await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(
         text(&output.stdout),
-        "made by the step in /github/workspace\n"
+        "made by the step in /github/workspace\nnone left\n"
     );
 
     // A container step that exits 3 fails the hook with 3.

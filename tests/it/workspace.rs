@@ -468,6 +468,90 @@ async fn round_trip_with_busybox() {
 }
 
 /// `_runner_file_commands` alone, from the pod's `_temp` back into the runner's `_temp`.
+/// Mirror copies delete what the source no longer has, in both directions; plain copies only
+/// add. Excluded paths are never deleted.
+async fn mirror_deletes_what_the_source_no_longer_has(remote: &LocalRemote) {
+    let runner = tempfile::tempdir().expect("tempdir");
+    let pod = tempfile::tempdir().expect("tempdir");
+    let ws = runner.path().join("ws");
+    let remote_dir = pod.path().join("ws");
+    let remote_dir = remote_dir.to_str().expect("utf-8 temp dir");
+    for (path, text) in [
+        ("keep.txt", "kept\n"),
+        ("gone.txt", "deleted by a step\n"),
+        ("build/out/a.o", "object\n"),
+        ("src/main.c", "int main;\n"),
+    ] {
+        fs::create_dir_all(ws.join(path).parent().unwrap()).expect("mkdir");
+        fs::write(ws.join(path), text).expect("write");
+    }
+    std::os::unix::fs::symlink("src/main.c", ws.join("link")).expect("symlink");
+    copy_in(remote, &ws, remote_dir, &CopyOptions::default())
+        .await
+        .expect("copy in");
+
+    // A step in the pod deletes a file, a directory tree and a symlink.
+    let pod_ws = Path::new(remote_dir);
+    fs::remove_file(pod_ws.join("gone.txt")).expect("rm");
+    fs::remove_dir_all(pod_ws.join("build")).expect("rm -r");
+    fs::remove_file(pod_ws.join("link")).expect("rm link");
+    fs::create_dir_all(ws.join("_excluded")).expect("mkdir");
+    fs::write(ws.join("_excluded/state"), "local only\n").expect("write");
+
+    // A plain copy-out leaves the runner's copies of them.
+    copy_out(remote, remote_dir, &ws, &CopyOptions::default())
+        .await
+        .expect("copy out");
+    assert!(ws.join("gone.txt").exists() && ws.join("build/out/a.o").exists());
+
+    // A mirror copy-out removes them, and keeps what is excluded.
+    let mirror = CopyOptions::default().mirror().exclude("_excluded");
+    copy_out(remote, remote_dir, &ws, &mirror)
+        .await
+        .expect("mirror copy out");
+    assert_eq!(
+        snapshot(&ws).keys().cloned().collect::<Vec<_>>(),
+        [
+            "_excluded",
+            "_excluded/state",
+            "keep.txt",
+            "src",
+            "src/main.c"
+        ]
+        .map(PathBuf::from)
+    );
+
+    // The other way: the runner deletes, a mirror copy-in makes the pod's copy the same.
+    fs::remove_dir_all(ws.join("src")).expect("rm -r");
+    fs::remove_dir_all(ws.join("_excluded")).expect("rm -r");
+    fs::write(pod_ws.join("pod-only.txt"), "stale\n").expect("write");
+    copy_in(remote, &ws, remote_dir, &CopyOptions::default().mirror())
+        .await
+        .expect("mirror copy in");
+    assert_same_tree(&snapshot(&ws), &snapshot(pod_ws));
+    assert_eq!(
+        fs::read_to_string(pod_ws.join("keep.txt")).expect("read"),
+        "kept\n"
+    );
+}
+
+#[tokio::test]
+async fn mirror_with_gnu_tools() {
+    with_timeout(mirror_deletes_what_the_source_no_longer_has(
+        &LocalRemote::gnu(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn mirror_with_busybox() {
+    let tools = busybox_dir();
+    with_timeout(mirror_deletes_what_the_source_no_longer_has(
+        &LocalRemote::with_path(tools.path()),
+    ))
+    .await;
+}
+
 #[tokio::test]
 async fn copy_out_of_one_subdirectory() {
     with_timeout(async {
