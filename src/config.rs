@@ -458,7 +458,7 @@ impl Config {
             return Err(ConfigError::Invalid {
                 var: KUBERNETES_NAMESPACE,
                 value: ns.clone(),
-                expected: "a namespace name: lowercase letters, digits and `-`, at most 63 characters",
+                expected: NAMESPACE_EXPECTED,
             });
         }
 
@@ -749,6 +749,10 @@ fn is_dns_subdomain(s: &str) -> bool {
                 && !label.ends_with('-')
         })
 }
+
+/// What [`is_dns_label`] accepts, in words, for error messages.
+pub const NAMESPACE_EXPECTED: &str =
+    "a namespace name: lowercase letters, digits and `-`, at most 63 characters";
 
 /// RFC 1123 label: what Kubernetes requires of a namespace name.
 pub fn is_dns_label(s: &str) -> bool {

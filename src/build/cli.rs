@@ -255,11 +255,7 @@ impl Args {
                 if let Some(ns) = &self.namespace
                     && !config::is_dns_label(ns)
                 {
-                    return only(
-                        "--namespace",
-                        ns.clone(),
-                        "a namespace name: lowercase letters, digits and `-`, at most 63 characters",
-                    );
+                    return only("--namespace", ns.clone(), config::NAMESPACE_EXPECTED);
                 }
             }
         }
