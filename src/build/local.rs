@@ -377,12 +377,12 @@ mod tests {
         assert_eq!(last.into_vec().len(), 4);
     }
 
-    #[tokio::test]
-    async fn a_failing_script_reports_its_exit_code_and_last_lines() {
-        let tmp = tempfile::tempdir().unwrap();
-        let d = |n: &str| tmp.path().join(n).display().to_string();
-        let spec = BuildSpec {
-            context_dir: d("missing-context"),
+    /// A vfs build of `<dir>/<context>` whose every path lies in `dir`, waiting for
+    /// `<dir>/<wait_for>` when given.
+    fn spec_in(dir: &std::path::Path, context: &str, wait_for: Option<&str>) -> BuildSpec {
+        let d = |n: &str| dir.join(n).display().to_string();
+        BuildSpec {
+            context_dir: d(context),
             dockerfile: "Dockerfile".into(),
             image: "registry:5000/o/r:t".into(),
             push: true,
@@ -398,8 +398,14 @@ mod tests {
             cert_dir: None,
             work_dir: d("work"),
             result_path: d("result"),
-            wait_for: None,
-        };
+            wait_for: wait_for.map(d),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_script_reports_its_exit_code_and_last_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec_in(tmp.path(), "missing-context", None);
         let mut log = Vec::new();
         let err = LocalExecutor::default()
             .run(&spec, &mut log)
@@ -419,27 +425,8 @@ mod tests {
     #[tokio::test]
     async fn a_timeout_stops_the_whole_process_group() {
         let tmp = tempfile::tempdir().unwrap();
-        let d = |n: &str| tmp.path().join(n).display().to_string();
         // Waits forever for a file that never appears.
-        let spec = BuildSpec {
-            context_dir: d("ctx"),
-            dockerfile: "Dockerfile".into(),
-            image: "registry:5000/o/r:t".into(),
-            push: true,
-            build_args: vec![],
-            storage: super::super::Storage {
-                root: d("root"),
-                runroot: d("run"),
-                driver: super::super::StorageDriver::Vfs,
-            },
-            build_options: vec![],
-            push_options: vec![],
-            auth_source: None,
-            cert_dir: None,
-            work_dir: d("work"),
-            result_path: d("result"),
-            wait_for: Some(d("never")),
-        };
+        let spec = spec_in(tmp.path(), "ctx", Some("never"));
         let executor = LocalExecutor {
             user: None,
             timeout: Some(Duration::from_millis(300)),
