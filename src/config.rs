@@ -34,6 +34,13 @@ pub const HOOK_TEMPLATE: &str = "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE";
 /// whole number.
 pub const PREPARE_JOB_TIMEOUT_SECONDS: &str = "ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS";
 
+/// Seconds the hook lets the kubelet retry an image pull that failed for a reason that can heal
+/// by itself (a registry answering 5xx or 429, a network error) before the pod fails. Default
+/// `180`. A positive whole number. Pulls that cannot heal (no such image, unauthorized, invalid
+/// name) fail at once.
+pub const IMAGE_PULL_TIMEOUT_SECONDS: &str =
+    "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_IMAGE_PULL_TIMEOUT_SECONDS";
+
 /// Image of the init container that copies the runner's `externals` (node for JavaScript
 /// actions) into the job pod in copy mode. Default `ghcr.io/actions/actions-runner:latest`; ARC
 /// sets it to the runner's own image.
@@ -146,6 +153,7 @@ pub const ALL: &[&str] = &[
     KUBERNETES_NAMESPACE,
     HOOK_TEMPLATE,
     PREPARE_JOB_TIMEOUT_SECONDS,
+    IMAGE_PULL_TIMEOUT_SECONDS,
     RUNNER_IMAGE,
     CLAIM_NAME,
     USE_KUBE_SCHEDULER,
@@ -175,6 +183,9 @@ pub const ALL: &[&str] = &[
 
 /// Default of [`PREPARE_JOB_TIMEOUT_SECONDS`].
 pub const DEFAULT_PREPARE_JOB_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default of [`IMAGE_PULL_TIMEOUT_SECONDS`]: the kubelet retries a failed pull after 10, 20,
+/// 40 and 80 s (plus up to a sync period each), so three minutes cover four retries.
+pub const DEFAULT_IMAGE_PULL_TIMEOUT: Duration = Duration::from_secs(180);
 /// Default of [`HEARTBEAT_PERIOD_MS`].
 pub const DEFAULT_HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
 /// Default of [`RUNNER_IMAGE`].
@@ -312,6 +323,8 @@ pub struct Config {
     pub hook_template: Option<PathBuf>,
     /// [`PREPARE_JOB_TIMEOUT_SECONDS`].
     pub prepare_job_timeout: Duration,
+    /// [`IMAGE_PULL_TIMEOUT_SECONDS`].
+    pub image_pull_timeout: Duration,
     /// [`RUNNER_IMAGE`].
     pub runner_image: String,
     /// [`CLAIM_NAME`] as given (the default is derived from the pod name where needed).
@@ -398,19 +411,27 @@ impl Config {
                 .map(str::to_owned)
         };
 
-        let prepare_job_timeout = match get(PREPARE_JOB_TIMEOUT_SECONDS) {
-            None => DEFAULT_PREPARE_JOB_TIMEOUT,
+        let seconds = |var: &'static str, default: Duration, example: &'static str| match get(var) {
+            None => Ok(default),
             Some(v) => match v.parse::<u64>() {
-                Ok(secs) if secs > 0 => Duration::from_secs(secs),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: PREPARE_JOB_TIMEOUT_SECONDS,
-                        value: v,
-                        expected: "a positive whole number of seconds, e.g. `600`",
-                    });
-                }
+                Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+                _ => Err(ConfigError::Invalid {
+                    var,
+                    value: v,
+                    expected: example,
+                }),
             },
         };
+        let prepare_job_timeout = seconds(
+            PREPARE_JOB_TIMEOUT_SECONDS,
+            DEFAULT_PREPARE_JOB_TIMEOUT,
+            "a positive whole number of seconds, e.g. `600`",
+        )?;
+        let image_pull_timeout = seconds(
+            IMAGE_PULL_TIMEOUT_SECONDS,
+            DEFAULT_IMAGE_PULL_TIMEOUT,
+            "a positive whole number of seconds, e.g. `180`",
+        )?;
         let use_kube_scheduler = match get(USE_KUBE_SCHEDULER) {
             None => false,
             Some(v) => parse_bool(USE_KUBE_SCHEDULER, &v)?,
@@ -469,6 +490,7 @@ impl Config {
             namespace,
             hook_template: get(HOOK_TEMPLATE).map(PathBuf::from),
             prepare_job_timeout,
+            image_pull_timeout,
             runner_image: get(RUNNER_IMAGE).unwrap_or_else(|| DEFAULT_RUNNER_IMAGE.to_owned()),
             claim_name: get(CLAIM_NAME),
             use_kube_scheduler,

@@ -14,7 +14,13 @@ use crate::k8s::rbac::RbacError;
 use crate::k8s::wait::WaitError;
 use crate::protocol::ProtocolError;
 
-const RBAC_HINT: &str = "grant the Role in docs/user/rbac-role.yaml to the runner's service account (see docs/user/rbac.md)";
+/// What to grant when the API server refuses: ARC's stock Role, which is enough.
+fn rbac_hint() -> String {
+    format!(
+        "the runner's service account needs the Role ARC's gha-runner-scale-set chart creates for `containerMode: kubernetes` ({}); with ARC, check that the runner pod runs as the chart's `<scale set name>-gha-rs-kube-mode` service account; without ARC, apply docs/user/rbac-role.yaml (see docs/user/rbac.md)",
+        crate::k8s::rbac::CHART_ROLE
+    )
+}
 
 /// The exit code for a failure of the hook itself (not of a step).
 pub const EXIT_FAILURE: u8 = 1;
@@ -106,19 +112,23 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
         {
             hints.push(hint);
         } else if let Some(RbacError::Missing { .. }) = cause.downcast_ref::<RbacError>() {
-            hints.push(RBAC_HINT.to_owned());
+            hints.push(rbac_hint());
         } else if let Some(kube::Error::Api(status)) = cause.downcast_ref::<kube::Error>() {
             if status.code == 403 {
-                hints.push(RBAC_HINT.to_owned());
+                hints.push(rbac_hint());
             }
         } else if let Some(e) = cause.downcast_ref::<WaitError>() {
             match e {
                 WaitError::Failed { failure, .. } if failure.is_image_pull() => hints.push(
                     "check the image name and tag, and that the cluster can pull it: private images need `credentials:` on the container in the workflow (the hook turns them into an image pull secret)".to_owned(),
                 ),
-                WaitError::Failed { failure, .. } if failure.reason == "Unschedulable" => hints.push(
-                    "no node can run the pod: check its resource requests and node selectors in the hook template, and, in volume mode, that the runner's node has room (the pod must run where the work volume is)".to_owned(),
-                ),
+                WaitError::Timeout {
+                    stalled: Some(failure),
+                    ..
+                } if failure.is_unschedulable() => hints.push(format!(
+                    "no node could run the pod in time: check its resource requests, node selectors and tolerations in the hook template, whether the cluster autoscaler can add a node of that shape, and, in volume mode with a ReadWriteOnce claim, that the runner's node has room (the pod must run where the work volume is); raise `{}` if new nodes take longer to arrive",
+                    config::PREPARE_JOB_TIMEOUT_SECONDS
+                )),
                 WaitError::Timeout { .. } => hints.push(format!(
                     "raise `{}` if pods legitimately take longer to start (large images, node scale-up)",
                     config::PREPARE_JOB_TIMEOUT_SECONDS

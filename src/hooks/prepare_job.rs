@@ -101,7 +101,7 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
     context.create_pod(&plan.pod).await?;
     context.undo.push(Undo::DeletePod(pod_name.clone()));
     wait::until(
-        &context.pods(),
+        context,
         &pod_name,
         &Goal::Running {
             container: JOB_CONTAINER.to_owned(),

@@ -165,12 +165,11 @@ pub async fn run_image(
     let pod = plan.pod.metadata.name.clone().unwrap_or_default();
     context.create_pod(&plan.pod).await?;
     context.undo.push(Undo::DeletePod(pod.clone()));
-    let pods = context.pods();
     let timeout = config.prepare_job_timeout;
 
     if let Some(work_mount) = plan.work_mount.as_deref() {
         wait::until(
-            &pods,
+            context,
             &pod,
             &Goal::InitRunning {
                 container: STAGE_CONTAINER.to_owned(),
@@ -213,7 +212,7 @@ pub async fn run_image(
     }
 
     wait::until(
-        &pods,
+        context,
         &pod,
         &Goal::Started {
             container: JOB_CONTAINER.to_owned(),
@@ -227,7 +226,7 @@ pub async fn run_image(
     let terminated = Goal::Terminated {
         container: JOB_CONTAINER.to_owned(),
     };
-    let end = wait::until(&pods, &pod, &terminated, STEP_RUNS_UNTIL_CANCELLED);
+    let end = wait::until(context, &pod, &terminated, STEP_RUNS_UNTIL_CANCELLED);
     let (log, end) = tokio::join!(log, end);
     if let Err(e) = log {
         warn!(error = %format!("{e:#}"), "the step's log could not be followed to the end");

@@ -124,11 +124,10 @@ impl PodExecutor<'_> {
         context.undo.push(Undo::DeletePod(name.clone()));
         pod::verify_created(config.profile, &created).map_err(|e| setup_error(e.to_string()))?;
 
-        let pods = context.pods();
         let start_timeout = context.config.prepare_job_timeout;
         if let PodContext::Copy(packed) = &self.source {
             wait::until(
-                &pods,
+                context,
                 &name,
                 &Goal::InitRunning {
                     container: STAGE_CONTAINER.to_owned(),
@@ -158,7 +157,7 @@ impl PodExecutor<'_> {
         }
 
         wait::until(
-            &pods,
+            context,
             &name,
             &Goal::Started {
                 container: BUILD_CONTAINER.to_owned(),
@@ -174,7 +173,7 @@ impl PodExecutor<'_> {
         let terminated = Goal::Terminated {
             container: BUILD_CONTAINER.to_owned(),
         };
-        let end = wait::until(&pods, &name, &terminated, config.timeout);
+        let end = wait::until(context, &name, &terminated, config.timeout);
         let (followed, end) = follow_until(follow, end).await;
         if let Some(Err(e)) = followed {
             warn!(error = %e, "the build log could not be followed to the end");

@@ -165,11 +165,18 @@ impl PodExec {
             container: self.container.clone(),
             source,
         };
-        let request =
-            kube::core::Request::new(format!("/api/v1/namespaces/{}/pods", self.namespace))
-                .exec(&self.pod, argv, &params)
-                .map_err(|e| connect_error(kube::Error::BuildRequest(e)))?;
-        let connection = self.client.connect(request).await.map_err(connect_error)?;
+        // Connection set-up is retried on passing failures (an API server restarting, a 500
+        // `error dialing backend` from its proxy to the kubelet): nothing has run yet.
+        let path = format!("/api/v1/namespaces/{}/pods", self.namespace);
+        let connection = super::retry::call("exec", || {
+            let request = kube::core::Request::new(&path).exec(&self.pod, argv.clone(), &params);
+            async move {
+                let request = request.map_err(kube::Error::BuildRequest)?;
+                self.client.connect(request).await
+            }
+        })
+        .await
+        .map_err(connect_error)?;
         let half_close = connection.supports_stream_close();
         debug!(v5 = half_close, "exec connected");
         let (mut sink, mut stream) = connection.into_stream().split();

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod names;
 pub mod objects;
 pub mod rbac;
+pub mod retry;
 pub mod spec;
 pub mod template;
 pub mod wait;
@@ -109,6 +110,8 @@ pub struct Context {
     pub runner_pod: String,
     /// What to undo on cancellation.
     pub undo: UndoLog,
+    /// Whether the service account may watch pods (how [`wait::until`] waits).
+    pub watch: wait::WatchPermission,
 }
 
 impl Context {
@@ -140,6 +143,7 @@ impl Context {
             config: config.clone(),
             runner_pod: runner_pod.to_owned(),
             undo,
+            watch: wait::WatchPermission::default(),
         })
     }
 

@@ -8,7 +8,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
-use super::{Context, RUNNER_POD_LABEL};
+use super::{Context, RUNNER_POD_LABEL, retry};
 
 /// Failures of object operations, named after the operation.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,8 @@ impl Context {
     /// Read the runner pod. `None` when it cannot be read (not running in a pod, or no `get`
     /// permission on it): ownerReferences and node placement are then left out, with a warning.
     pub async fn runner_pod(&self) -> Option<RunnerPod> {
-        match self.pods().get(&self.runner_pod).await {
+        let pods = self.pods();
+        match retry::call("get the runner pod", || pods.get(&self.runner_pod)).await {
             Ok(pod) => {
                 let spec = pod.spec.unwrap_or_default();
                 let claims = spec
@@ -151,8 +152,7 @@ impl Context {
     pub async fn create_pod(&self, pod: &Pod) -> Result<Pod, ObjectError> {
         let name = pod.metadata.name.clone().unwrap_or_default();
         debug!(pod = %name, "creating pod");
-        self.pods()
-            .create(&PostParams::default(), pod)
+        create(&self.pods(), pod, &name)
             .await
             .map_err(|source| ObjectError::Create {
                 kind: "pod",
@@ -169,8 +169,7 @@ impl Context {
     pub async fn create_secret(&self, secret: &Secret) -> Result<Secret, ObjectError> {
         let name = secret.metadata.name.clone().unwrap_or_default();
         debug!(secret = %name, "creating secret");
-        self.secrets()
-            .create(&PostParams::default(), secret)
+        create(&self.secrets(), secret, &name)
             .await
             .map_err(|source| ObjectError::Create {
                 kind: "secret",
@@ -236,8 +235,8 @@ impl Context {
         K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
     {
         let selector = self.selector();
-        let list = api
-            .list_metadata(&ListParams::default().labels(&selector))
+        let params = ListParams::default().labels(&selector);
+        let list = retry::call("list our objects", || api.list_metadata(&params))
             .await
             .map_err(|source| ObjectError::List {
                 kind,
@@ -281,10 +280,8 @@ async fn delete<K>(
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    match api
-        .delete(name, &DeleteParams::default().grace_period(0))
-        .await
-    {
+    let params = DeleteParams::default().grace_period(0);
+    match retry::call("delete", || api.delete(name, &params)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(source) => Err(ObjectError::Delete {
@@ -293,5 +290,27 @@ where
             namespace: namespace.to_owned(),
             source,
         }),
+    }
+}
+
+/// Create `object`, retrying passing failures. A retry that finds the object already there
+/// (409) means an earlier attempt reached the API server although its answer was lost: the
+/// object is ours, so read it back.
+async fn create<K>(api: &Api<K>, object: &K, name: &str) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let params = PostParams::default();
+    let mut attempts = 0;
+    let result = retry::call("create", || {
+        attempts += 1;
+        api.create(&params, object)
+    })
+    .await;
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 409 && attempts > 1 => {
+            retry::call("read back", || api.get(name)).await
+        }
+        other => other,
     }
 }

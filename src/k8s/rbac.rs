@@ -41,25 +41,37 @@ const fn p(resource: &'static str, subresource: &'static str, verb: &'static str
     }
 }
 
-/// What the hook needs: the TypeScript hook's Role (pods get/list/create/delete, pods/exec
-/// get/create, pods/log get/list/watch, secrets get/list/create/delete) plus `watch` on pods,
-/// because we wait by watch instead of polling.
+/// What the commands of a job use, and nothing more: `get` on pods (the runner pod; waiting by
+/// polling), `list` and `delete` (clean-up by label), `create` (job, step and build pods);
+/// `pods/exec` `get` and `create` (a WebSocket exec is a GET: API servers up to 1.34 authorize
+/// it as `get`, 1.35 and later also as `create`); `pods/log` `get` (container-step and build
+/// logs, followed); `secrets` `list`, `create`, `delete` (pull and step-environment secrets).
+/// `prepare_job` checks them all, so a job fails before it starts rather than at its first
+/// container step. ARC's `gha-runner-scale-set` chart grants all of them to the runner's
+/// service account in `containerMode: kubernetes` (see [`CHART_ROLE`]).
+///
+/// `watch` on pods is not needed: it is used when granted ([`WATCH_PODS`]), and pods are
+/// polled otherwise.
 pub const REQUIRED: &[Permission] = &[
     p("pods", "", "get"),
     p("pods", "", "list"),
-    p("pods", "", "watch"),
     p("pods", "", "create"),
     p("pods", "", "delete"),
     p("pods", "exec", "get"),
     p("pods", "exec", "create"),
     p("pods", "log", "get"),
-    p("pods", "log", "list"),
-    p("pods", "log", "watch"),
-    p("secrets", "", "get"),
     p("secrets", "", "list"),
     p("secrets", "", "create"),
     p("secrets", "", "delete"),
 ];
+
+/// Watching pods: faster and lighter than polling, used when granted.
+pub const WATCH_PODS: Permission = p("pods", "", "watch");
+
+/// The rules of the Role that ARC's `gha-runner-scale-set` chart gives the runner's service
+/// account in both Kubernetes container modes (`templates/kube_mode_role.yaml`), as one line
+/// for error hints. `docs/user/rbac-role.yaml` holds the same Role.
+pub const CHART_ROLE: &str = "pods: get, list, create, delete, update, patch; pods/exec: get, create; pods/log: get, list, watch; secrets: get, list, create, delete";
 
 /// The pre-flight check failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,14 +99,16 @@ pub enum RbacError {
 }
 
 impl Context {
-    /// Check every permission in [`REQUIRED`], concurrently.
+    /// Check every permission in [`REQUIRED`], and whether pods may be watched (remembered in
+    /// [`Context::watch`]), with concurrent reviews.
     ///
     /// # Errors
     /// [`RbacError::Missing`] listing every denied verb; [`RbacError::Review`] when the API
     /// cannot answer.
     pub async fn check_permissions(&self) -> Result<(), RbacError> {
         let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
-        let reviews = REQUIRED.iter().map(|perm| {
+        let wanted = REQUIRED.iter().chain(std::iter::once(&WATCH_PODS));
+        let reviews = wanted.map(|perm| {
             let api = api.clone();
             let review = SelfSubjectAccessReview {
                 spec: SelfSubjectAccessReviewSpec {
@@ -111,7 +125,10 @@ impl Context {
                 ..SelfSubjectAccessReview::default()
             };
             async move {
-                let answer = api.create(&PostParams::default(), &review).await?;
+                let params = PostParams::default();
+                let answer =
+                    super::retry::call("review permissions", || api.create(&params, &review))
+                        .await?;
                 Ok::<_, kube::Error>((*perm, answer.status.is_some_and(|s| s.allowed)))
             }
         });
@@ -121,7 +138,9 @@ impl Context {
                 namespace: self.namespace.clone(),
                 source,
             })?;
-            if !allowed {
+            if perm == WATCH_PODS {
+                self.watch.learn(allowed);
+            } else if !allowed {
                 missing.push(perm);
             }
         }
@@ -151,6 +170,81 @@ mod tests {
             err.to_string(),
             "the service account may not create pods/exec, delete secrets in namespace `arc-runners`"
         );
+    }
+
+    /// The rules of a Role document, as (resource, verb) pairs.
+    fn granted(yaml: &str) -> Vec<(String, String)> {
+        // The file holds the Role first (then, in the docs, its RoleBinding).
+        let first = serde_yaml_ng::Deserializer::from_str(yaml)
+            .next()
+            .expect("a document");
+        let role = serde_yaml_ng::Value::deserialize(first).expect("valid YAML");
+        let mut pairs = Vec::new();
+        for rule in role["rules"].as_sequence().expect("rules") {
+            let list = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            };
+            for resource in list("resources") {
+                for verb in list("verbs") {
+                    pairs.push((resource.clone(), verb));
+                }
+            }
+        }
+        pairs
+    }
+
+    #[test]
+    fn the_documented_role_is_the_chart_role_and_grants_what_jobs_need() {
+        let docs = granted(include_str!("../../docs/user/rbac-role.yaml"));
+        let chart = granted(include_str!(
+            "../../tests/fixtures/rbac/arc-kube-mode-role.yaml"
+        ));
+        let core = |pairs: &[(String, String)]| {
+            let mut v: Vec<_> = pairs.iter().filter(|(r, _)| r != "jobs").cloned().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            core(&docs),
+            core(&chart),
+            "docs/user/rbac-role.yaml is not ARC's Role"
+        );
+        let mut line = String::new();
+        for (resource, verbs) in [
+            (
+                "pods",
+                vec!["get", "list", "create", "delete", "update", "patch"],
+            ),
+            ("pods/exec", vec!["get", "create"]),
+            ("pods/log", vec!["get", "list", "watch"]),
+            ("secrets", vec!["get", "list", "create", "delete"]),
+        ] {
+            for verb in &verbs {
+                assert!(chart.contains(&(resource.to_owned(), (*verb).to_owned())));
+            }
+            if !line.is_empty() {
+                line.push_str("; ");
+            }
+            line.push_str(&format!("{resource}: {}", verbs.join(", ")));
+        }
+        assert_eq!(CHART_ROLE, line);
+        for perm in REQUIRED {
+            let resource = if perm.subresource.is_empty() {
+                perm.resource.to_owned()
+            } else {
+                format!("{}/{}", perm.resource, perm.subresource)
+            };
+            assert!(
+                chart.contains(&(resource, perm.verb.to_owned())),
+                "ARC's Role does not grant {perm}"
+            );
+        }
+        assert!(!chart.contains(&("pods".to_owned(), "watch".to_owned())));
     }
 
     #[test]

@@ -1,18 +1,35 @@
-//! Waiting for a pod, by watch, with fail-fast on states it cannot leave.
+//! Waiting for a pod: by watch where the service account may watch pods, by polling `get` on
+//! the one pod where it may not (ARC's stock Role has no `watch` on pods), with one policy for
+//! what is worth waiting for.
 //!
 //! [`evaluate`] is a pure function from a pod to where it stands relative to a [`Goal`]; the
-//! watch loop in [`until`] only feeds it. A pod that cannot start fails at once with the kubelet's
-//! or the scheduler's reason instead of sitting until the timeout (the TypeScript hook polled the
-//! phase, so an `ImagePullBackOff` stayed `Pending` for ten minutes).
+//! loop in [`until`] only feeds it and applies the waiting rules (docs/user/troubleshooting.md):
+//!
+//! - states a pod cannot leave by itself fail at once with the kubelet's reason (an invalid
+//!   image name, `imagePullPolicy: Never` without the image, a pull refused as not found or
+//!   unauthorized, a container config error, a failed init container);
+//! - states that heal by themselves are waited out: `Unschedulable` (a cluster autoscaler adds
+//!   a node, a preemption completes, a volume binds) until the start timeout, and a pull that
+//!   failed for a passing reason (5xx, 429, a network error) for the image-pull bound, while
+//!   the kubelet retries with its own back-off. The scheduler's and kubelet's messages are
+//!   printed once, and again when they change, and the last one is in the final error;
+//! - an API server that is gone for a while (an upgrade, a restart) does not end the wait: a
+//!   watch resumes, a poll keeps polling, for up to [`retry::OUTAGE_BUDGET`].
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use kube::Api;
 use kube::runtime::watcher::{self, Event};
-use tracing::debug;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::Context;
+use super::retry;
 
 /// What we wait for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +61,10 @@ pub enum Goal {
 pub enum Progress {
     /// Not there yet; the text says what it waits for (for the timeout message).
     Waiting(String),
+    /// Not there yet, held up by something that usually heals by itself: the scheduler finds
+    /// no node (`Unschedulable`), or the kubelet retries a pull that failed for a passing reason
+    /// (`ErrImagePull`, `ImagePullBackOff`). [`until`] decides how long to wait.
+    Stalled(PodFailure),
     /// The goal is reached.
     Reached(Reached),
     /// The pod cannot reach the goal.
@@ -101,25 +122,60 @@ impl PodFailure {
     pub fn is_image_pull(&self) -> bool {
         matches!(
             self.reason.as_str(),
-            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
+            PULL_FAILED | PULL_BACK_OFF | "InvalidImageName" | "ErrImageNeverPull"
         )
+    }
+
+    /// Whether the scheduler found no node for the pod.
+    pub fn is_unschedulable(&self) -> bool {
+        self.reason == UNSCHEDULABLE
     }
 }
 
-/// Waiting reasons a container does not recover from without a change of spec or
-/// credentials (kubelet `images.ErrImagePull`, `ErrImagePullBackOff`, `ErrInvalidImageName`,
-/// `kuberuntime.ErrCreateContainerConfig`, `ErrCreateContainer`, `ErrRunContainer`).
-/// `ErrImagePull` can be a passing registry hiccup, but the kubelet then retries with growing
-/// back-off: failing with the reason now is more useful than a ten-minute wait.
+const UNSCHEDULABLE: &str = "Unschedulable";
+/// The kubelet's reasons while it retries a pull (`pkg/kubelet/images`: `ErrImagePull`,
+/// `ErrImagePullBackOff`); they alternate until the pull succeeds.
+const PULL_FAILED: &str = "ErrImagePull";
+const PULL_BACK_OFF: &str = "ImagePullBackOff";
+
+/// Waiting reasons a container never leaves without a change of spec or credentials (kubelet
+/// `images.ErrInvalidImageName`, `ErrImageNeverPull`, `kuberuntime.ErrCreateContainerConfig`,
+/// `ErrCreateContainer`, `ErrRunContainer`).
 const FATAL_WAITING: &[&str] = &[
-    "ErrImagePull",
-    "ImagePullBackOff",
     "InvalidImageName",
     "ErrImageNeverPull",
     "CreateContainerConfigError",
     "CreateContainerError",
     "RunContainerError",
 ];
+
+/// Whether the kubelet's `ErrImagePull` message says the pull cannot succeed by retrying: the
+/// image or tag does not exist, or the registry refused the credentials. Registries and
+/// runtimes word these differently; these are the words containerd, CRI-O and the common
+/// registries (distribution, Docker Hub, GHCR, ECR, GCR, ACR, Harbor, Quay) use. Anything else
+/// (5xx, 429 `toomanyrequests`, DNS, timeouts, connection resets) may pass.
+pub fn pull_cannot_heal(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    const NOT_FOUND: &[&str] = &[
+        "code = notfound",
+        ": not found",
+        "manifest unknown",
+        "name unknown",
+        "repository does not exist",
+        "not found: manifest",
+    ];
+    const REFUSED: &[&str] = &[
+        "401 unauthorized",
+        "403 forbidden",
+        "unauthorized",
+        "authentication required",
+        "pull access denied",
+        "denied: ",
+        "insufficient_scope",
+        "no basic auth credentials",
+    ];
+    NOT_FOUND.iter().chain(REFUSED).any(|word| m.contains(word))
+}
 
 /// Where `pod` stands relative to `goal`.
 pub fn evaluate(pod: &Pod, goal: &Goal) -> Progress {
@@ -137,26 +193,32 @@ pub fn evaluate(pod: &Pod, goal: &Goal) -> Progress {
         })
     };
 
-    // Scheduling: `PodScheduled` False with reason `Unschedulable` (scheduler `FailedScheduling`).
+    // Scheduling: `PodScheduled` False with reason `Unschedulable` (scheduler
+    // `FailedScheduling`). Not terminal: the pod starts as soon as a node fits.
+    let mut stalled = None;
     if let Some(condition) = status
         .conditions
         .iter()
         .flatten()
         .find(|c| c.type_ == "PodScheduled" && c.status == "False")
-        && condition.reason.as_deref() == Some("Unschedulable")
+        && condition.reason.as_deref() == Some(UNSCHEDULABLE)
     {
-        return Progress::Failed(PodFailure {
+        stalled = Some(PodFailure {
             container: None,
             image: None,
-            reason: "Unschedulable".to_owned(),
+            reason: UNSCHEDULABLE.to_owned(),
             message: condition.message.clone().unwrap_or_default(),
         });
     }
 
     // Init containers: one that ended non-zero fails the pod (restartPolicy Never).
     for c in status.init_container_statuses.iter().flatten() {
-        if let Some(failure) = fatal_waiting(c, image_of(&c.name)) {
-            return Progress::Failed(failure);
+        match waiting_verdict(c, image_of(&c.name)) {
+            Some(Verdict::Fatal(failure)) => return Progress::Failed(failure),
+            Some(Verdict::Heals(failure)) => {
+                stalled.get_or_insert(failure);
+            }
+            None => {}
         }
         if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref())
             && t.exit_code != 0
@@ -172,8 +234,12 @@ pub fn evaluate(pod: &Pod, goal: &Goal) -> Progress {
 
     let statuses: Vec<&ContainerStatus> = status.container_statuses.iter().flatten().collect();
     for c in &statuses {
-        if let Some(failure) = fatal_waiting(c, image_of(&c.name)) {
-            return Progress::Failed(failure);
+        match waiting_verdict(c, image_of(&c.name)) {
+            Some(Verdict::Fatal(failure)) => return Progress::Failed(failure),
+            Some(Verdict::Heals(failure)) => {
+                stalled.get_or_insert(failure);
+            }
+            None => {}
         }
     }
 
@@ -203,7 +269,7 @@ pub fn evaluate(pod: &Pod, goal: &Goal) -> Progress {
                     message: status.message.clone().unwrap_or_default(),
                 })
             } else {
-                Progress::Waiting(describe(phase, &statuses))
+                waiting(stalled, phase, &statuses)
             }
         }
         Goal::Started { container } => {
@@ -221,7 +287,7 @@ pub fn evaluate(pod: &Pod, goal: &Goal) -> Progress {
                     message: status.message.clone().unwrap_or_default(),
                 })
             } else {
-                Progress::Waiting(describe(phase, &statuses))
+                waiting(stalled, phase, &statuses)
             }
         }
         Goal::Running { container } => {
@@ -260,7 +326,7 @@ pub fn evaluate(pod: &Pod, goal: &Goal) -> Progress {
             if phase == "Running" && running {
                 Progress::Reached(Reached::Running)
             } else {
-                Progress::Waiting(describe(phase, &statuses))
+                waiting(stalled, phase, &statuses)
             }
         }
         Goal::Terminated { container } => {
@@ -282,20 +348,47 @@ pub fn evaluate(pod: &Pod, goal: &Goal) -> Progress {
                     message: status.message.clone().unwrap_or_default(),
                 });
             }
-            Progress::Waiting(describe(phase, &statuses))
+            waiting(stalled, phase, &statuses)
         }
     }
 }
 
-fn fatal_waiting(c: &ContainerStatus, image: Option<String>) -> Option<PodFailure> {
+/// What a container's `waiting` state says, when it says something is wrong.
+enum Verdict {
+    /// It will not start without a change.
+    Fatal(PodFailure),
+    /// It may start once the kubelet's retries succeed.
+    Heals(PodFailure),
+}
+
+fn waiting_verdict(c: &ContainerStatus, image: Option<String>) -> Option<Verdict> {
     let waiting = c.state.as_ref()?.waiting.as_ref()?;
     let reason = waiting.reason.as_deref()?;
-    FATAL_WAITING.contains(&reason).then(|| PodFailure {
+    let failure = || PodFailure {
         container: Some(c.name.clone()),
-        image: image.or_else(|| Some(c.image.clone()).filter(|i| !i.is_empty())),
+        image: image
+            .clone()
+            .or_else(|| Some(c.image.clone()).filter(|i| !i.is_empty())),
         reason: reason.to_owned(),
         message: waiting.message.clone().unwrap_or_default(),
-    })
+    };
+    if FATAL_WAITING.contains(&reason) {
+        return Some(Verdict::Fatal(failure()));
+    }
+    match reason {
+        PULL_FAILED if pull_cannot_heal(waiting.message.as_deref().unwrap_or_default()) => {
+            Some(Verdict::Fatal(failure()))
+        }
+        PULL_FAILED | PULL_BACK_OFF => Some(Verdict::Heals(failure())),
+        _ => None,
+    }
+}
+
+fn waiting(stalled: Option<PodFailure>, phase: &str, statuses: &[&ContainerStatus]) -> Progress {
+    match stalled {
+        Some(failure) => Progress::Stalled(failure),
+        None => Progress::Waiting(describe(phase, statuses)),
+    }
 }
 
 fn describe(phase: &str, statuses: &[&ContainerStatus]) -> String {
@@ -329,7 +422,7 @@ pub enum WaitError {
         failure: PodFailure,
     },
     /// The time ran out.
-    #[error("pod `{pod}` did not get there within {}s; last seen: {last}", timeout.as_secs())]
+    #[error("pod `{pod}` did not get there within {}s; last seen: {}", timeout.as_secs(), stalled.as_ref().map_or_else(|| last.clone(), ToString::to_string))]
     Timeout {
         /// The pod.
         pod: String,
@@ -337,12 +430,25 @@ pub enum WaitError {
         timeout: Duration,
         /// The last state seen.
         last: String,
+        /// What held the pod up when the time ran out, if something did (`Unschedulable`, a
+        /// pull the kubelet was retrying).
+        stalled: Option<PodFailure>,
     },
     /// The pod was deleted while we waited.
     #[error("pod `{pod}` was deleted while the hook waited for it")]
     Deleted {
         /// The pod.
         pod: String,
+    },
+    /// The API server refused to show the pod (403), or stayed unreachable for longer than
+    /// [`retry::OUTAGE_BUDGET`].
+    #[error("failed to read pod `{pod}` from the Kubernetes API")]
+    Api {
+        /// The pod.
+        pod: String,
+        /// The last error.
+        #[source]
+        source: kube::Error,
     },
     /// The watch failed for good.
     #[error("failed to watch pod `{pod}`")]
@@ -355,83 +461,298 @@ pub enum WaitError {
     },
 }
 
-/// Watch `name` until [`evaluate`] says the goal is reached or cannot be, or `timeout` passes.
-///
-/// Transient watch errors (a dropped connection, `410 Gone`) are retried by kube's watcher
-/// with back-off, resuming from the last resource version.
+/// Whether this process's service account may watch pods. Learnt from the pre-flight check or
+/// from the first watch the API server refuses, then kept for the rest of the command, so a
+/// Role without `watch` (ARC's stock Role) costs one refused request at most.
+#[derive(Debug, Clone, Default)]
+pub struct WatchPermission(Arc<AtomicU8>);
+
+// 0: not known yet (the default).
+const WATCH_GRANTED: u8 = 1;
+const WATCH_DENIED: u8 = 2;
+
+impl WatchPermission {
+    /// Record what the API server said.
+    pub fn learn(&self, granted: bool) {
+        let value = if granted { WATCH_GRANTED } else { WATCH_DENIED };
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// Whether watching is known to be refused.
+    pub fn denied(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == WATCH_DENIED
+    }
+
+    /// Whether watching is known to be allowed.
+    pub fn granted(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == WATCH_GRANTED
+    }
+}
+
+/// Wait for pod `name` until [`evaluate`] says the goal is reached or cannot be, or `timeout`
+/// passes. Watches the pod when the service account may, polls it otherwise (see
+/// [`poll_interval`]); waits out `Unschedulable` until `timeout` and a pull the kubelet retries
+/// until [`crate::config::Config::image_pull_timeout`], printing what holds the pod up when it
+/// changes.
 ///
 /// # Errors
-/// [`WaitError`]: failure with the reason, timeout with the last state, deletion.
+/// [`WaitError`]: failure with the reason, timeout with the last state, deletion, an API that
+/// refuses or stays away.
 #[tracing::instrument(skip_all, fields(pod = %name))]
 pub async fn until(
-    api: &Api<Pod>,
+    context: &Context,
     name: &str,
     goal: &Goal,
     timeout: Duration,
 ) -> Result<(Pod, Reached), WaitError> {
-    let mut last = "no answer from the API server yet".to_owned();
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let stream = watcher::watcher(api.clone(), config);
-    let watch = async {
-        let mut stream = std::pin::pin!(stream);
-        let mut failures = 0u32;
-        while let Some(event) = stream.next().await {
-            let pod = match event {
-                Ok(Event::Apply(pod) | Event::InitApply(pod)) => pod,
-                Ok(Event::Delete(_)) => {
-                    return Err(WaitError::Deleted {
-                        pod: name.to_owned(),
-                    });
-                }
-                Ok(Event::Init | Event::InitDone) => continue,
-                Err(source) => {
-                    // The watcher resumes by itself after an error; give up only when the API
-                    // keeps failing.
-                    failures += 1;
-                    debug!(error = %source, failures, "watch error");
-                    if failures >= MAX_WATCH_FAILURES {
-                        return Err(WaitError::Watch {
-                            pod: name.to_owned(),
-                            source,
-                        });
-                    }
-                    tokio::time::sleep(WATCH_RETRY_DELAY).await;
-                    continue;
-                }
-            };
-            failures = 0;
-            match evaluate(&pod, goal) {
-                Progress::Reached(reached) => return Ok((pod, reached)),
-                Progress::Failed(failure) => {
-                    return Err(WaitError::Failed {
-                        pod: name.to_owned(),
-                        failure,
-                    });
-                }
-                Progress::Waiting(state) => {
-                    debug!(%state, "waiting");
-                    last = state;
-                }
-            }
-        }
-        Err(WaitError::Deleted {
-            pod: name.to_owned(),
-        })
-    };
-    match tokio::time::timeout(timeout, watch).await {
+    let mut rules = Rules::new(name, context.config.image_pull_timeout);
+    let mut feed = Feed::new(context, name);
+    match tokio::time::timeout(timeout, follow(&mut feed, &mut rules, goal)).await {
         Ok(result) => result,
         Err(_) => Err(WaitError::Timeout {
             pod: name.to_owned(),
             timeout,
-            last,
+            last: rules.last,
+            stalled: rules.stalled,
         }),
     }
 }
 
-/// How many watch errors in a row end the wait.
-const MAX_WATCH_FAILURES: u32 = 5;
-/// Pause between watch retries.
-const WATCH_RETRY_DELAY: Duration = Duration::from_millis(500);
+async fn follow(
+    feed: &mut Feed<'_>,
+    rules: &mut Rules,
+    goal: &Goal,
+) -> Result<(Pod, Reached), WaitError> {
+    loop {
+        let Some(pod) = feed.next().await? else {
+            return Err(WaitError::Deleted {
+                pod: rules.pod.clone(),
+            });
+        };
+        if let Some(done) = rules.observe(evaluate(&pod, goal), Instant::now()) {
+            return done.map(|reached| (pod, reached));
+        }
+    }
+}
+
+/// The waiting rules applied to each [`Progress`]: what ends the wait, and what is printed.
+#[derive(Debug)]
+struct Rules {
+    pod: String,
+    pull_bound: Duration,
+    /// The last state, for the timeout message.
+    last: String,
+    /// What held the pod up at the last look.
+    stalled: Option<PodFailure>,
+    /// The last message printed, so that each is printed once.
+    said: Option<String>,
+    /// Per container: when its pull first failed, and the kubelet's last real pull error (an
+    /// `ImagePullBackOff` only says "Back-off pulling image").
+    pulls: BTreeMap<String, (Instant, Option<PodFailure>)>,
+}
+
+impl Rules {
+    fn new(pod: &str, pull_bound: Duration) -> Rules {
+        Rules {
+            pod: pod.to_owned(),
+            pull_bound,
+            last: "no answer from the API server yet".to_owned(),
+            stalled: None,
+            said: None,
+            pulls: BTreeMap::new(),
+        }
+    }
+
+    /// `None` to keep waiting; the end of the wait otherwise.
+    fn observe(&mut self, progress: Progress, now: Instant) -> Option<Result<Reached, WaitError>> {
+        let failed = |failure| {
+            Some(Err(WaitError::Failed {
+                pod: self.pod.clone(),
+                failure,
+            }))
+        };
+        let stalled = match progress {
+            Progress::Reached(reached) => return Some(Ok(reached)),
+            Progress::Failed(failure) => return failed(failure),
+            Progress::Waiting(state) => {
+                debug!(%state, "waiting");
+                self.last = state;
+                self.stalled = None;
+                self.pulls.clear();
+                return None;
+            }
+            Progress::Stalled(failure) => failure,
+        };
+        self.last = stalled.to_string();
+        if stalled.is_image_pull() {
+            let container = stalled.container.clone().unwrap_or_default();
+            let (since, real) = self.pulls.entry(container).or_insert((now, None));
+            if stalled.reason == PULL_FAILED {
+                *real = Some(stalled.clone());
+            }
+            let since = *since;
+            let shown = real.clone().unwrap_or_else(|| stalled.clone());
+            if now.duration_since(since) >= self.pull_bound {
+                let mut failure = shown;
+                failure.message = format!(
+                    "{} (the kubelet kept retrying for {}s)",
+                    failure.message,
+                    self.pull_bound.as_secs()
+                );
+                return failed(failure);
+            }
+            self.say(&format!(
+                "pod `{}`: the image pull failed; the kubelet retries it (for up to {}s): {shown}",
+                self.pod,
+                self.pull_bound.as_secs()
+            ));
+        } else {
+            self.say(&format!(
+                "pod `{}` is waiting for a node: {}",
+                self.pod, stalled.message
+            ));
+        }
+        self.stalled = Some(stalled);
+        None
+    }
+
+    fn say(&mut self, line: &str) {
+        if self.said.as_deref() != Some(line) {
+            info!("{line}");
+            self.said = Some(line.to_owned());
+        }
+    }
+}
+
+/// Where pod updates come from: a watch, or polls of the one pod.
+struct Feed<'a> {
+    context: &'a Context,
+    name: &'a str,
+    watch: Option<futures::stream::BoxStream<'static, watcher::Result<Event<Pod>>>>,
+    /// When polling started (the poll interval grows with it).
+    polling_since: Instant,
+    /// Whether the next poll is the first (no pause before it).
+    first_poll: bool,
+    /// When the API server stopped answering, while it does not.
+    outage: Option<Instant>,
+    backoff: retry::Backoff,
+}
+
+impl<'a> Feed<'a> {
+    fn new(context: &'a Context, name: &'a str) -> Feed<'a> {
+        let watch = (!context.watch.denied()).then(|| {
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            watcher::watcher(context.pods(), config).boxed()
+        });
+        Feed {
+            context,
+            name,
+            watch,
+            polling_since: Instant::now(),
+            first_poll: true,
+            outage: None,
+            backoff: retry::Backoff::default(),
+        }
+    }
+
+    /// The pod's next state; `None` when it is gone.
+    async fn next(&mut self) -> Result<Option<Pod>, WaitError> {
+        loop {
+            let Some(stream) = self.watch.as_mut() else {
+                return self.poll().await;
+            };
+            match stream.next().await {
+                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                    self.outage = None;
+                    return Ok(Some(pod));
+                }
+                Some(Ok(Event::Delete(_))) | None => return Ok(None),
+                Some(Ok(Event::Init | Event::InitDone)) => {}
+                Some(Err(error)) if watch_forbidden(&error) => {
+                    info!(
+                        "the service account may not watch pods (ARC's Role does not grant it): waiting by polling the pod"
+                    );
+                    self.context.watch.learn(false);
+                    self.watch = None;
+                    self.polling_since = Instant::now();
+                }
+                Some(Err(error)) => {
+                    // The watcher resumes from the last resourceVersion on the next poll; pause
+                    // so that a server that is down is not hammered, and give up only after
+                    // the outage budget.
+                    let since = *self.outage.get_or_insert_with(Instant::now);
+                    if since.elapsed() > retry::OUTAGE_BUDGET {
+                        return Err(WaitError::Watch {
+                            pod: self.name.to_owned(),
+                            source: error,
+                        });
+                    }
+                    debug!(%error, "watch error; resuming");
+                    tokio::time::sleep(self.backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    async fn poll(&mut self) -> Result<Option<Pod>, WaitError> {
+        loop {
+            if self.first_poll {
+                self.first_poll = false;
+            } else if self.outage.is_some() {
+                tokio::time::sleep(self.backoff.next_delay()).await;
+            } else {
+                tokio::time::sleep(poll_interval(self.polling_since.elapsed())).await;
+            }
+            match self.context.pods().get_opt(self.name).await {
+                Ok(pod) => {
+                    if self.outage.take().is_some() {
+                        self.backoff = retry::Backoff::default();
+                    }
+                    return Ok(pod);
+                }
+                Err(error) if retry::is_transient(&error) => {
+                    let since = *self.outage.get_or_insert_with(Instant::now);
+                    if since.elapsed() > retry::OUTAGE_BUDGET {
+                        return Err(WaitError::Api {
+                            pod: self.name.to_owned(),
+                            source: error,
+                        });
+                    }
+                    debug!(%error, "the API server did not answer; polling on");
+                }
+                Err(source) => {
+                    return Err(WaitError::Api {
+                        pod: self.name.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Whether a watch failed because the service account may not watch pods.
+fn watch_forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
+        watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
+    }
+}
+
+/// The pause between two polls of a pod, by how long the wait has lasted: a pod that starts
+/// in a second or two (the common case) is seen within 100 ms of it; a pod that takes minutes
+/// (a large image, a new node) costs the API server one `get` a second.
+pub fn poll_interval(waited: Duration) -> Duration {
+    match waited.as_secs() {
+        0..3 => Duration::from_millis(100),
+        3..10 => Duration::from_millis(250),
+        10..30 => Duration::from_millis(500),
+        _ => Duration::from_secs(1),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -468,35 +789,282 @@ mod tests {
         );
     }
 
-    #[test]
-    fn image_pull_failure_of_a_service_fails_fast_with_image_and_message() {
-        let p = pod(json!({"phase": "Pending", "containerStatuses": [
+    fn pulling(reason: &str, message: &str) -> Pod {
+        pod(json!({"phase": "Pending", "containerStatuses": [
             {"name": "job", "image": "node:22", "imageID": "", "ready": false, "restartCount": 0, "state": {"running": {}}},
             {"name": "redis", "image": "redis:7", "imageID": "", "ready": false, "restartCount": 0,
-             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"redis:7\""}}}
-        ]}));
-        let Progress::Failed(f) = evaluate(&p, &running_goal()) else {
+             "state": {"waiting": {"reason": reason, "message": message}}}
+        ]}))
+    }
+
+    // The kubelet's messages, as a 1.28 node with containerd writes them.
+    const NOT_FOUND: &str = "rpc error: code = NotFound desc = failed to pull and unpack image \"127.0.0.1:30500/facts/nothing:1\": failed to resolve reference \"127.0.0.1:30500/facts/nothing:1\": 127.0.0.1:30500/facts/nothing:1: not found";
+    const NO_SUCH_HOST: &str = "failed to pull and unpack image \"nonexistent.invalid/x:1\": failed to resolve reference \"nonexistent.invalid/x:1\": failed to do request: Head \"https://nonexistent.invalid/v2/x/manifests/1\": dial tcp: lookup nonexistent.invalid on 10.255.255.53:53: no such host";
+    const UNAUTHORIZED: &str = "rpc error: code = Unknown desc = failed to pull and unpack image \"ghcr.io/o/private:1\": failed to resolve reference \"ghcr.io/o/private:1\": failed to authorize: failed to fetch anonymous token: unexpected status from GET request to https://ghcr.io/token?scope=repository%3Ao%2Fprivate%3Apull&service=ghcr.io: 401 Unauthorized";
+    const SERVER_ERROR: &str = "rpc error: code = Unknown desc = failed to pull and unpack image \"registry.example/app:1\": failed to resolve reference \"registry.example/app:1\": unexpected status from HEAD request to https://registry.example/v2/app/manifests/1: 503 Service Unavailable";
+    const TOO_MANY: &str = "rpc error: code = Unknown desc = failed to pull and unpack image \"docker.io/library/redis:7\": failed to copy: httpReadSeeker: failed open: unexpected status code https://registry-1.docker.io/v2/library/redis/manifests/sha256:0: 429 Too Many Requests - Server message: toomanyrequests: You have reached your pull rate limit.";
+
+    #[test]
+    fn pulls_that_cannot_heal_are_told_from_passing_failures() {
+        assert!(pull_cannot_heal(NOT_FOUND));
+        assert!(pull_cannot_heal(UNAUTHORIZED));
+        assert!(pull_cannot_heal(
+            "rpc error: code = Unknown desc = failed to pull and unpack image \"docker.io/library/nope:1\": failed to resolve reference \"docker.io/library/nope:1\": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"
+        ));
+        assert!(!pull_cannot_heal(NO_SUCH_HOST));
+        assert!(!pull_cannot_heal(SERVER_ERROR));
+        assert!(!pull_cannot_heal(TOO_MANY));
+    }
+
+    #[test]
+    fn a_missing_image_fails_at_once_with_the_kubelets_message() {
+        let Progress::Failed(f) = evaluate(&pulling("ErrImagePull", NOT_FOUND), &running_goal())
+        else {
             panic!("should fail")
         };
         assert!(f.is_image_pull());
         assert_eq!(
             f.to_string(),
-            "container `redis` (image `redis:7`): ImagePullBackOff: Back-off pulling image \"redis:7\""
+            format!("container `redis` (image `redis:7`): ErrImagePull: {NOT_FOUND}")
         );
+        for (reason, message) in [
+            (
+                "InvalidImageName",
+                "Failed to apply default image tag \"UPPER/Case:tag\": couldn't parse image name \"UPPER/Case:tag\": invalid reference format: repository name must be lowercase",
+            ),
+            (
+                "ErrImageNeverPull",
+                "Container image \"localhost/busybox:9.99\" is not present with pull policy of Never",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    evaluate(&pulling(reason, message), &running_goal()),
+                    Progress::Failed(_)
+                ),
+                "{reason}"
+            );
+        }
     }
 
     #[test]
-    fn unschedulable_fails_with_the_scheduler_message() {
+    fn a_pull_the_kubelet_retries_stalls_instead_of_failing() {
+        for (reason, message) in [
+            ("ErrImagePull", SERVER_ERROR),
+            ("ErrImagePull", NO_SUCH_HOST),
+            ("ImagePullBackOff", "Back-off pulling image \"redis:7\""),
+        ] {
+            let Progress::Stalled(f) = evaluate(&pulling(reason, message), &running_goal()) else {
+                panic!("{reason} should stall")
+            };
+            assert_eq!(f.container.as_deref(), Some("redis"));
+            assert_eq!(f.message, message);
+        }
+    }
+
+    #[test]
+    fn unschedulable_stalls_with_the_scheduler_message() {
         let p = pod(json!({"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
              "message": "0/3 nodes are available: 3 Insufficient cpu."}
         ]}));
-        let Progress::Failed(f) = evaluate(&p, &running_goal()) else {
-            panic!("should fail")
+        let Progress::Stalled(f) = evaluate(&p, &running_goal()) else {
+            panic!("should stall")
         };
+        assert!(f.is_unschedulable());
         assert_eq!(
             f.to_string(),
             "Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."
+        );
+    }
+
+    fn unschedulable(message: &str) -> Progress {
+        Progress::Stalled(PodFailure {
+            container: None,
+            image: None,
+            reason: "Unschedulable".into(),
+            message: message.into(),
+        })
+    }
+
+    fn stalled_pull(reason: &str, message: &str) -> Progress {
+        evaluate(&pulling(reason, message), &running_goal())
+    }
+
+    #[test]
+    fn rules_wait_out_unschedulable_and_say_each_message_once() {
+        let mut rules = Rules::new("p", Duration::from_secs(180));
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert!(
+                rules
+                    .observe(
+                        unschedulable("0/1 nodes are available: 1 node(s) were unschedulable."),
+                        t0 + Duration::from_secs(i)
+                    )
+                    .is_none()
+            );
+        }
+        let first = rules.said.clone().expect("said");
+        assert!(
+            first.contains(
+                "waiting for a node: 0/1 nodes are available: 1 node(s) were unschedulable."
+            ),
+            "{first}"
+        );
+        assert!(
+            rules
+                .observe(
+                    unschedulable("0/2 nodes are available: 2 Insufficient cpu."),
+                    t0 + Duration::from_secs(4)
+                )
+                .is_none()
+        );
+        assert_ne!(rules.said.as_ref(), Some(&first), "a new message is said");
+        assert!(
+            rules
+                .stalled
+                .as_ref()
+                .is_some_and(PodFailure::is_unschedulable)
+        );
+        // Scheduled after all: the wait goes on normally and ends when the goal is reached.
+        assert!(
+            rules
+                .observe(
+                    Progress::Waiting("pod phase Pending".into()),
+                    t0 + Duration::from_secs(9)
+                )
+                .is_none()
+        );
+        assert!(rules.stalled.is_none());
+        assert_eq!(
+            rules
+                .observe(
+                    Progress::Reached(Reached::Running),
+                    t0 + Duration::from_secs(10)
+                )
+                .map(|r| r.is_ok()),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn rules_let_the_kubelet_retry_a_pull_up_to_the_bound_and_keep_its_message() {
+        let bound = Duration::from_secs(60);
+        let mut rules = Rules::new("p", bound);
+        let t0 = Instant::now();
+        assert!(
+            rules
+                .observe(stalled_pull("ErrImagePull", SERVER_ERROR), t0)
+                .is_none()
+        );
+        assert!(
+            rules
+                .observe(
+                    stalled_pull("ImagePullBackOff", "Back-off pulling image \"redis:7\""),
+                    t0 + Duration::from_secs(15)
+                )
+                .is_none()
+        );
+        let said = rules.said.clone().expect("said");
+        assert!(
+            said.contains("503 Service Unavailable"),
+            "the real pull error is shown, not the back-off: {said}"
+        );
+        let Some(Err(WaitError::Failed { failure, .. })) = rules.observe(
+            stalled_pull("ImagePullBackOff", "Back-off pulling image \"redis:7\""),
+            t0 + bound,
+        ) else {
+            panic!("the bound ends the wait")
+        };
+        assert_eq!(failure.reason, "ErrImagePull");
+        assert!(
+            failure.message.starts_with(SERVER_ERROR),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure
+                .message
+                .ends_with("(the kubelet kept retrying for 60s)")
+        );
+    }
+
+    #[test]
+    fn a_pull_that_recovers_starts_the_bound_again() {
+        let bound = Duration::from_secs(60);
+        let mut rules = Rules::new("p", bound);
+        let t0 = Instant::now();
+        assert!(
+            rules
+                .observe(stalled_pull("ErrImagePull", SERVER_ERROR), t0)
+                .is_none()
+        );
+        assert!(
+            rules
+                .observe(
+                    Progress::Waiting("pod phase Pending".into()),
+                    t0 + Duration::from_secs(40)
+                )
+                .is_none()
+        );
+        assert!(
+            rules
+                .observe(
+                    stalled_pull("ErrImagePull", SERVER_ERROR),
+                    t0 + Duration::from_secs(50)
+                )
+                .is_none()
+        );
+        assert!(
+            rules
+                .observe(
+                    stalled_pull("ErrImagePull", SERVER_ERROR),
+                    t0 + Duration::from_secs(70)
+                )
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_timeout_while_unschedulable_reports_the_scheduler_message() {
+        let error = WaitError::Timeout {
+            pod: "p".into(),
+            timeout: Duration::from_secs(600),
+            last: "ignored".into(),
+            stalled: Some(PodFailure {
+                container: None,
+                image: None,
+                reason: "Unschedulable".into(),
+                message:
+                    "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: runners}."
+                        .into(),
+            }),
+        };
+        assert_eq!(
+            error.to_string(),
+            "pod `p` did not get there within 600s; last seen: Unschedulable: 0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: runners}."
+        );
+    }
+
+    #[test]
+    fn polling_is_fast_at_first_and_backs_off() {
+        assert_eq!(poll_interval(Duration::ZERO), Duration::from_millis(100));
+        assert_eq!(
+            poll_interval(Duration::from_millis(2900)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            poll_interval(Duration::from_secs(5)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            poll_interval(Duration::from_secs(20)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            poll_interval(Duration::from_secs(3600)),
+            Duration::from_secs(1)
         );
     }
 

@@ -272,6 +272,12 @@ async fn builds_and_runs_from_the_pull_host(mode: Mode) {
     );
     assert_eq!(pods_left(&cluster, "build").await, 0, "build pod deleted");
     assert_eq!(pods_left(&cluster, "step").await, 0, "step pod deleted");
+    assert_eq!(
+        cluster.refused_hook_requests().len(),
+        0,
+        "ARC's Role is enough: {:?}",
+        cluster.refused_hook_requests()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,6 +581,12 @@ async fn command_line_build_in_a_pod_stops_on_sigint_and_deletes_the_pod() {
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("cancelled by SIGINT"), "{stderr}");
     assert_eq!(pods_left(&cluster, "build").await, 0, "build pod deleted");
+    assert_eq!(
+        cluster.refused_hook_requests().len(),
+        0,
+        "ARC's Role is enough: {:?}",
+        cluster.refused_hook_requests()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !sleeping_processes("173"),

@@ -150,6 +150,12 @@ async fn container_step_results_reach_the_next_step(mode: Mode) {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("exited with code 3"), "{stderr}");
     assert_eq!(step_pods_left(&cluster).await, 0, "step pods are deleted");
+    assert_eq!(
+        cluster.refused_hook_requests().len(),
+        0,
+        "ARC's Role is enough: {:?}",
+        cluster.refused_hook_requests()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,15 +75,16 @@ async fn copy_mode_throughput() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    runner_k8s_hook::k8s::wait::until(
-        &pods,
-        "copy-bench",
-        &runner_k8s_hook::k8s::wait::Goal::Running {
-            container: "job".into(),
-        },
+    tokio::time::timeout(
         Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            pods.clone(),
+            "copy-bench",
+            kube::runtime::wait::conditions::is_pod_running(),
+        ),
     )
     .await
+    .expect("the pod runs within 30 s")
     .unwrap();
     let exec = PodExec::new(
         client,

@@ -823,7 +823,7 @@ async fn label_and_field_selectors_list_and_delete_collections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_subject_access_reviews_and_forbidden_requests() {
     let (cluster, _pods) = cluster().await;
-    let client = cluster.client().await;
+    let client = cluster.hook_client().await;
     cluster.rbac().deny("pods/exec", "create");
     cluster.rbac().deny("secrets", "list");
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
@@ -837,9 +837,12 @@ async fn self_subject_access_reviews_and_forbidden_requests() {
     };
     for (resource, subresource, verb, allowed) in [
         ("pods", "", "get", true),
+        ("pods", "", "watch", false),
         ("pods", "exec", "create", false),
         ("pods", "exec", "get", true),
+        ("pods", "log", "get", true),
         ("secrets", "", "list", false),
+        ("configmaps", "", "get", false),
     ] {
         let answer = reviews
             .create(&PostParams::default(), &review(resource, subresource, verb))
@@ -851,13 +854,32 @@ async fn self_subject_access_reviews_and_forbidden_requests() {
             "{resource}/{subresource} {verb}"
         );
     }
-    let secrets: Api<Secret> = Api::namespaced(client, cluster.namespace());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), cluster.namespace());
     let error = api_error(secrets.list(&ListParams::default()).await);
     assert_eq!(error.code, 403);
     assert_eq!(
         error.message,
-        "secrets is forbidden: User \"system:serviceaccount:fake-ns:default\" cannot list resource \"secrets\" in API group \"\" in the namespace \"fake-ns\""
+        "secrets is forbidden: User \"system:serviceaccount:fake-ns:arc-runner-set-gha-rs-kube-mode\" cannot list resource \"secrets\" in API group \"\" in the namespace \"fake-ns\""
     );
+    // ARC's Role has no `watch` on pods: the API server's answer, byte for byte as a 1.28
+    // server writes it.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), cluster.namespace());
+    let error = api_error(
+        pods.watch(&WatchParams::default().fields("metadata.name=x"), "0")
+            .await
+            .map(|_| ()),
+    );
+    assert_eq!(error.code, 403);
+    assert_eq!(
+        error.message,
+        "pods \"x\" is forbidden: User \"system:serviceaccount:fake-ns:arc-runner-set-gha-rs-kube-mode\" cannot watch resource \"pods\" in API group \"\" in the namespace \"fake-ns\""
+    );
+    // The test's own (admin) client may do anything.
+    let admin: Api<Secret> = Api::namespaced(cluster.client().await, cluster.namespace());
+    admin
+        .list(&ListParams::default())
+        .await
+        .expect("admin lists secrets");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,6 +154,25 @@ test -f README.md
             .await
             .expect("the work claim survives");
     }
+    // ARC's chart Role, which the fake gives the hook, was enough; without `watch` on pods the
+    // hook (told so by its pre-flight check) polled the job pod instead of watching it.
+    assert_eq!(
+        cluster.refused_hook_requests().len(),
+        0,
+        "{:?}",
+        cluster.refused_hook_requests()
+    );
+    assert_eq!(
+        cluster.hook_watches().len(),
+        0,
+        "{:?}",
+        cluster.hook_watches()
+    );
+    assert!(
+        cluster.requests().iter().any(|r| !r.admin
+            && r.method == "GET"
+            && r.path.ends_with("/pods/runner-abc-workflow"))
+    );
     for record in cluster.requests() {
         if record.method == "DELETE" {
             let name = record.path.rsplit('/').next().unwrap_or_default();
@@ -231,4 +250,28 @@ async fn job_in_volume_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_in_copy_mode() {
     job_lifecycle(Mode::Copy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_watch_granted_the_job_pod_is_watched_not_polled() {
+    let cluster = FakeCluster::start().await;
+    register_images(&cluster);
+    cluster.rbac().allow("pods", "watch");
+    let runner = Runner::start(&cluster, POD, Mode::Copy).await;
+    let (request, _) = runner.request("prepare_job");
+    let output = runner.run(&request, &[]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let watches = cluster.hook_watches();
+    assert!(
+        watches
+            .iter()
+            .any(|r| r.param("fieldSelector") == Some("metadata.name=runner-abc-workflow")),
+        "{watches:?}"
+    );
+    let polls = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| !r.admin && r.method == "GET" && r.path.ends_with("/pods/runner-abc-workflow"))
+        .count();
+    assert_eq!(polls, 0, "watched, not polled");
 }

@@ -80,19 +80,122 @@ async fn unpullable_image_fails_within_seconds_with_image_and_reason() {
     nothing_of_ours_left(&cluster).await;
 }
 
+/// The lines of `stderr` that contain `needle`.
+fn count(stderr: &str, needle: &str) -> usize {
+    stderr.lines().filter(|l| l.contains(needle)).count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unschedulable_pod_fails_with_the_scheduler_message() {
+async fn an_unschedulable_pod_is_waited_for_until_the_timeout_and_fails_with_the_scheduler_message()
+{
     let (cluster, runner) = setup(Mode::Copy).await;
     cluster.kubelet().unschedulable(
         "runner-xyz-workflow",
         "0/3 nodes are available: 3 Insufficient memory.",
     );
     let (request, _) = prepare_request(&runner, "node:22");
-    let output = runner.run(&request, &[]).await;
+    let started = Instant::now();
+    let output = runner
+        .run(
+            &request,
+            &[("ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS", "4")],
+        )
+        .await;
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("Unschedulable: 0/3 nodes are available: 3 Insufficient memory."),
+        started.elapsed() >= Duration::from_secs(4),
+        "waited for the timeout, not less: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        count(
+            &stderr,
+            "pod `runner-xyz-workflow` is waiting for a node: 0/3 nodes are available: 3 Insufficient memory."
+        ),
+        1,
+        "the scheduler's message is printed once: {stderr}"
+    );
+    assert!(
+        stderr.contains("did not get there within 4s; last seen: Unschedulable: 0/3 nodes are available: 3 Insufficient memory."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: no node could run the pod in time"),
+        "{stderr}"
+    );
+    nothing_of_ours_left(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_becomes_schedulable_after_8_seconds_starts_the_job() {
+    let (cluster, runner) = setup(Mode::Copy).await;
+    let message = "0/1 nodes are available: 1 node(s) were unschedulable. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling..";
+    cluster
+        .kubelet()
+        .unschedulable("runner-xyz-workflow", message);
+    let (request, response) = prepare_request(&runner, "node:22");
+    let hook = runner.run(&request, &[]);
+    let uncordon = async {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        cluster.kubelet().release("runner-xyz-workflow");
+    };
+    let (output, ()) = tokio::join!(hook, uncordon);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        count(&stderr, &format!("is waiting for a node: {message}")),
+        1,
+        "{stderr}"
+    );
+    let response: Value =
+        serde_json::from_str(&std::fs::read_to_string(response).unwrap()).expect("a response");
+    assert_eq!(response["state"]["jobPod"], "runner-xyz-workflow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pull_that_fails_twice_is_retried_by_the_kubelet_and_the_job_starts() {
+    let (cluster, runner) = setup(Mode::Copy).await;
+    let message = "rpc error: code = Unknown desc = failed to pull and unpack image \"docker.io/library/node:22\": failed to resolve reference \"docker.io/library/node:22\": unexpected status from HEAD request to https://registry-1.docker.io/v2/library/node/manifests/22: 503 Service Unavailable";
+    cluster.kubelet().fail_pulls_times("node:22", 2, message);
+    let (request, _) = prepare_request(&runner, "node:22");
+    let output = runner.run(&request, &[]).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        count(&stderr, "the image pull failed; the kubelet retries it") >= 1,
+        "progress is printed: {stderr}"
+    );
+    assert!(stderr.contains("503 Service Unavailable"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pull_that_keeps_failing_ends_at_the_bound_with_the_kubelets_message() {
+    let (cluster, runner) = setup(Mode::Copy).await;
+    let message = "rpc error: code = Unknown desc = failed to pull and unpack image \"docker.io/library/node:22\": failed to do request: Head \"https://registry-1.docker.io/v2/library/node/manifests/22\": dial tcp 1.2.3.4:443: i/o timeout";
+    cluster.kubelet().fail_pulls("node:22", message);
+    let (request, _) = prepare_request(&runner, "node:22");
+    let started = Instant::now();
+    let output = runner
+        .run(
+            &request,
+            &[(
+                "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_IMAGE_PULL_TIMEOUT_SECONDS",
+                "3",
+            )],
+        )
+        .await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains(&format!(
+            "ErrImagePull: {message} (the kubelet kept retrying for 3s)"
+        )),
         "{stderr}"
     );
     nothing_of_ours_left(&cluster).await;
@@ -115,7 +218,7 @@ async fn missing_permissions_are_all_named_before_anything_is_created() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("hint: grant the Role in docs/user/rbac-role.yaml"),
+        stderr.contains("hint: the runner's service account needs the Role ARC's gha-runner-scale-set chart creates for `containerMode: kubernetes` (pods: get, list, create, delete, update, patch; pods/exec: get, create; pods/log: get, list, watch; secrets: get, list, create, delete)"),
         "{stderr}"
     );
     let hook_requests = &cluster.requests()[before..];
@@ -189,6 +292,12 @@ async fn signal_during_a_long_step_stops_it_and_exits_within_7_seconds() {
     assert!(
         stderr.contains("::error::the hook was cancelled by SIGINT"),
         "{stderr}"
+    );
+    assert_eq!(
+        cluster.refused_hook_requests().len(),
+        0,
+        "ARC's Role is enough: {:?}",
+        cluster.refused_hook_requests()
     );
     // The remote process is gone, not left running in the job pod.
     assert!(

@@ -46,7 +46,8 @@ pub(super) fn pattern_matches(pattern: &str, name: &str) -> bool {
 pub(super) struct Scripts {
     pub(super) holds: Vec<String>,
     pub(super) unschedulable: Vec<(String, String)>,
-    pub(super) pull_failures: HashMap<String, String>,
+    /// Image → (runtime message, how many more pulls fail; `None`: all).
+    pub(super) pull_failures: HashMap<String, (String, Option<usize>)>,
     pub(super) config_errors: Vec<(String, String, String)>,
 }
 
@@ -81,7 +82,16 @@ impl<'a> KubeletScript<'a> {
     pub fn fail_pulls(&self, image: &str, message: &str) {
         self.edit(|s| {
             s.pull_failures
-                .insert(normalize(image), message.to_string());
+                .insert(normalize(image), (message.to_string(), None));
+        });
+    }
+
+    /// Fail the next `times` pulls of `image` with this runtime message (a registry that
+    /// answers 503 or 429 for a while); later pulls succeed.
+    pub fn fail_pulls_times(&self, image: &str, times: usize, message: &str) {
+        self.edit(|s| {
+            s.pull_failures
+                .insert(normalize(image), (message.to_string(), Some(times)));
         });
     }
 
@@ -256,13 +266,20 @@ impl Kubelet {
         running.clone()
     }
 
+    /// The scripted failure of this pull attempt, if any (counting it down).
     pub fn scripted_pull_failure(&self, reference: &str) -> Option<String> {
-        self.scripts
-            .lock()
-            .expect("scripts lock")
-            .pull_failures
-            .get(reference)
-            .cloned()
+        let mut scripts = self.scripts.lock().expect("scripts lock");
+        let (message, remaining) = scripts.pull_failures.get_mut(reference)?;
+        let message = message.clone();
+        match remaining {
+            None => {}
+            Some(0) => {
+                scripts.pull_failures.remove(reference);
+                return None;
+            }
+            Some(n) => *n -= 1,
+        }
+        Some(message)
     }
 
     /// Wait `delay` (or until scripts change). True when deletion was requested.

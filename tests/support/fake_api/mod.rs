@@ -98,8 +98,15 @@ pub struct FakeClusterOptions {
     pub node_ip: String,
     /// Labels of the node, for nodeSelector / required node affinity.
     pub node_labels: BTreeMap<String, String>,
-    /// Bearer token in the kubeconfig; other tokens get 401.
+    /// Bearer token of the hook's service account, in [`FakeCluster::kubeconfig_path`]; its
+    /// requests are authorized by the Role in `FakeCluster::rbac` (ARC's chart Role unless a
+    /// test changes it). Other tokens than these two get 401.
     pub token: String,
+    /// The service account that `token` belongs to (named as in the authorizer's messages).
+    pub service_account: String,
+    /// Bearer token of the test's own client ([`FakeCluster::client`]): may do anything, like a
+    /// cluster admin setting up what a test needs.
+    pub admin_token: String,
 }
 
 impl Default for FakeClusterOptions {
@@ -123,6 +130,8 @@ impl Default for FakeClusterOptions {
             node_ip: "127.0.0.1".to_string(),
             node_labels,
             token: "fake-token".to_string(),
+            service_account: "arc-runner-set-gha-rs-kube-mode".to_string(),
+            admin_token: "fake-admin-token".to_string(),
         }
     }
 }
@@ -143,7 +152,7 @@ pub struct Shared {
     pub store: Store,
     pub images: Images,
     pub kubelet: Kubelet,
-    pub denied: Mutex<HashSet<(String, String)>>,
+    pub rbac: Mutex<Policy>,
     pub faults: Mutex<Vec<Fault>>,
     pub requests: Mutex<Vec<RequestRecord>>,
     pub tools: Tools,
@@ -206,7 +215,7 @@ impl FakeCluster {
             store: Store::new(&["default", &options.namespace], options.watch_history),
             images: Images::default(),
             kubelet: Kubelet::default(),
-            denied: Mutex::new(HashSet::new()),
+            rbac: Mutex::new(Policy::chart_role()),
             faults: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
             tools,
@@ -222,15 +231,18 @@ impl FakeCluster {
         shared.spawn(server::serve(shared.clone(), listener));
 
         let kubeconfig = root.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {ns}\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {token}\n",
-                ns = shared.options.namespace,
-                token = shared.options.token,
-            ),
-        )
-        .expect("write the kubeconfig");
+        let write_kubeconfig = |path: &Path, token: &str| {
+            std::fs::write(
+                path,
+                format!(
+                    "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {ns}\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {token}\n",
+                    ns = shared.options.namespace,
+                ),
+            )
+            .expect("write a kubeconfig");
+        };
+        write_kubeconfig(&kubeconfig, &shared.options.token);
+        write_kubeconfig(&root.join("admin-kubeconfig"), &shared.options.admin_token);
         Self {
             shared,
             addr,
@@ -239,19 +251,33 @@ impl FakeCluster {
         }
     }
 
-    /// A kubeconfig whose current context points at this server and namespace.
+    /// A kubeconfig whose current context points at this server and namespace, with the hook's
+    /// service-account token (authorized by the Role in [`FakeCluster::rbac`]).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    fn admin_kubeconfig_path(&self) -> PathBuf {
+        self.kubeconfig.with_file_name("admin-kubeconfig")
     }
 
     pub fn server_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// A `kube::Client` built from the generated kubeconfig, exactly as production builds one.
+    /// A `kube::Client` for the test itself, allowed everything (a cluster admin), built from a
+    /// generated kubeconfig exactly as production builds one.
     pub async fn client(&self) -> kube::Client {
-        let kubeconfig =
-            kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read the kubeconfig");
+        Self::client_from(&self.admin_kubeconfig_path()).await
+    }
+
+    /// A `kube::Client` with the hook's service-account token: what the hook may do.
+    pub async fn hook_client(&self) -> kube::Client {
+        Self::client_from(&self.kubeconfig).await
+    }
+
+    async fn client_from(path: &Path) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("read the kubeconfig");
         let config = kube::Config::from_custom_kubeconfig(
             kubeconfig,
             &kube::config::KubeConfigOptions::default(),
@@ -293,6 +319,24 @@ impl FakeCluster {
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests.lock().expect("requests lock").clone()
+    }
+
+    /// The hook's requests that the authorizer refused (403), except watches: a hook that may
+    /// not watch pods learns it from one refused watch and polls instead. Empty when the Role
+    /// the hook runs under was enough.
+    pub fn refused_hook_requests(&self) -> Vec<RequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(|r| !r.admin && r.status == 403 && !r.is_watch())
+            .collect()
+    }
+
+    /// The hook's watch requests that were answered (not refused).
+    pub fn hook_watches(&self) -> Vec<RequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(|r| !r.admin && r.is_watch() && r.status != 403)
+            .collect()
     }
 
     /// The host directory backing PVC `claim` (one node: shared by every pod that mounts it).
@@ -395,33 +439,110 @@ impl Faults<'_> {
     }
 }
 
-/// RBAC scripting (`FakeCluster::rbac`).
+/// Who a request comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// The test's own client: allowed everything.
+    Admin,
+    /// The hook's service account: authorized by the [`Policy`].
+    ServiceAccount,
+}
+
+/// The RBAC authorizer's view of the hook's service account: the (resource[/subresource],
+/// verb) pairs its Role grants, as `rbac.authorization.k8s.io` rules resolve them (no
+/// wildcards needed here). `None` grants everything.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    granted: Option<HashSet<(String, String)>>,
+}
+
+/// ARC's `gha-runner-scale-set` Role for `containerMode: kubernetes`, the default of every test.
+pub const CHART_ROLE: &str = include_str!("../../fixtures/rbac/arc-kube-mode-role.yaml");
+
+impl Policy {
+    /// The Role in `yaml` (the first document of the file).
+    pub fn from_role(yaml: &str) -> Policy {
+        use serde::Deserialize as _;
+        let first = serde_yaml_ng::Deserializer::from_str(yaml)
+            .next()
+            .expect("a YAML document");
+        let role = serde_yaml_ng::Value::deserialize(first).expect("a valid Role");
+        let mut granted = HashSet::new();
+        for rule in role["rules"].as_sequence().expect("rules") {
+            let list = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            };
+            for resource in list("resources") {
+                for verb in list("verbs") {
+                    granted.insert((resource.clone(), verb));
+                }
+            }
+        }
+        Policy {
+            granted: Some(granted),
+        }
+    }
+
+    pub fn chart_role() -> Policy {
+        Policy::from_role(CHART_ROLE)
+    }
+
+    pub fn allows(&self, resource: &str, verb: &str) -> bool {
+        self.granted
+            .as_ref()
+            .is_none_or(|g| g.contains(&(resource.to_string(), verb.to_string())))
+    }
+}
+
+/// RBAC scripting (`FakeCluster::rbac`). The hook's service account starts with ARC's chart
+/// Role ([`CHART_ROLE`]).
 pub struct Rbac<'a>(&'a Shared);
 
 impl Rbac<'_> {
-    /// Deny `verb` on `resource` (`pods`, `pods/exec`, `secrets`, ...), any API group.
-    pub fn deny(&self, resource: &str, verb: &str) {
-        self.0
-            .denied
-            .lock()
-            .expect("rbac lock")
-            .insert((resource.to_string(), verb.to_string()));
+    fn edit(&self, change: impl FnOnce(&mut Policy)) {
+        change(&mut self.0.rbac.lock().expect("rbac lock"));
     }
 
+    /// Authorize the hook with the Role in `yaml` instead.
+    pub fn use_role(&self, yaml: &str) {
+        self.edit(|p| *p = Policy::from_role(yaml));
+    }
+
+    /// Grant the hook everything (no Role).
+    pub fn allow_all(&self) {
+        self.edit(|p| p.granted = None);
+    }
+
+    /// Take `verb` on `resource` (`pods`, `pods/exec`, `secrets`, ...) away from the hook.
+    pub fn deny(&self, resource: &str, verb: &str) {
+        self.edit(|p| {
+            if let Some(granted) = &mut p.granted {
+                granted.remove(&(resource.to_string(), verb.to_string()));
+            } else {
+                panic!("deny() needs a Role; call use_role() first");
+            }
+        });
+    }
+
+    /// Grant the hook `verb` on `resource`.
     pub fn allow(&self, resource: &str, verb: &str) {
-        self.0
-            .denied
-            .lock()
-            .expect("rbac lock")
-            .remove(&(resource.to_string(), verb.to_string()));
+        self.edit(|p| {
+            if let Some(granted) = &mut p.granted {
+                granted.insert((resource.to_string(), verb.to_string()));
+            }
+        });
     }
 
     pub fn is_allowed(&self, resource: &str, verb: &str) -> bool {
-        !self
-            .0
-            .denied
+        self.0
+            .rbac
             .lock()
             .expect("rbac lock")
-            .contains(&(resource.to_string(), verb.to_string()))
+            .allows(resource, verb)
     }
 }

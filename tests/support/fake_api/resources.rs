@@ -935,8 +935,12 @@ pub fn delete_collection(
 }
 
 /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`, answered from the RBAC
-/// script: allowed unless (resource[/subresource], verb) was denied.
-pub fn self_subject_access_review(shared: &Arc<Shared>, body: &[u8]) -> Result<Response, ApiError> {
+/// Role: allowed when the hook's Role grants (resource[/subresource], verb); the admin may do anything.
+pub fn self_subject_access_review(
+    shared: &Arc<Shared>,
+    who: super::Identity,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let review = parse_json(body)?;
     let attributes = &review["spec"]["resourceAttributes"];
     let mut resource = attributes["resource"]
@@ -948,16 +952,18 @@ pub fn self_subject_access_review(shared: &Arc<Shared>, body: &[u8]) -> Result<R
     }
     let verb = attributes["verb"].as_str().unwrap_or_default().to_string();
     let allowed = attributes.is_null()
-        || !shared
-            .denied
+        || who == super::Identity::Admin
+        || shared
+            .rbac
             .lock()
             .expect("rbac lock")
-            .contains(&(resource, verb));
+            .allows(&resource, &verb);
     let mut status = json!({"allowed": allowed});
     if allowed {
         status["reason"] = json!(format!(
-            "RBAC: allowed by RoleBinding \"runner/{ns}\" of Role \"runner\" to ServiceAccount \"default/{ns}\"",
-            ns = shared.options.namespace
+            "RBAC: allowed by RoleBinding \"{sa}/{ns}\" of Role \"{sa}\" to ServiceAccount \"{sa}/{ns}\"",
+            ns = shared.options.namespace,
+            sa = shared.options.service_account
         ));
     }
     Ok(server::json_response(

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use super::status::ApiError;
-use super::{Shared, exec, logs, resources};
+use super::{Identity, Shared, exec, logs, resources};
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 pub type Response = hyper::Response<Body>;
@@ -29,6 +29,8 @@ pub struct RequestRecord {
     pub query: Vec<(String, String)>,
     /// The HTTP status answered (101 for upgraded exec; 200 for watches and follows).
     pub status: u16,
+    /// Whether the test's own admin client sent it (otherwise the hook's service account).
+    pub admin: bool,
 }
 
 impl RequestRecord {
@@ -143,6 +145,11 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response {
             path: path.clone(),
             query: query.clone(),
             status: 0,
+            admin: request
+                .headers()
+                .get("Authorization")
+                .and_then(|h| h.to_str().ok())
+                == Some(format!("Bearer {}", shared.options.admin_token).as_str()),
         });
         requests.len() - 1
     };
@@ -178,20 +185,25 @@ fn verb(method: &Method, item: bool, watch: bool) -> &'static str {
 
 fn authorize(
     shared: &Shared,
+    who: Identity,
     verb: &str,
     resource: &str,
     namespace: Option<&str>,
     name: &str,
 ) -> Result<(), ApiError> {
-    let denied = shared
-        .denied
-        .lock()
-        .expect("rbac lock")
-        .contains(&(resource.to_string(), verb.to_string()));
-    if !denied {
+    if who == Identity::Admin
+        || shared
+            .rbac
+            .lock()
+            .expect("rbac lock")
+            .allows(resource, verb)
+    {
         return Ok(());
     }
-    let user = format!("system:serviceaccount:{}:default", shared.options.namespace);
+    let user = format!(
+        "system:serviceaccount:{}:{}",
+        shared.options.namespace, shared.options.service_account
+    );
     let scope = match namespace {
         Some(ns) => format!("in the namespace \"{ns}\""),
         None => "at the cluster scope".to_string(),
@@ -210,14 +222,19 @@ async fn route(
     raw_query: &str,
     query: &[(String, String)],
 ) -> Result<Response, ApiError> {
-    let authorized = request
+    let bearer = request
         .headers()
         .get("Authorization")
         .and_then(|h| h.to_str().ok())
-        == Some(format!("Bearer {}", shared.options.token).as_str());
-    if !authorized {
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let who = if bearer == shared.options.admin_token {
+        Identity::Admin
+    } else if bearer == shared.options.token {
+        Identity::ServiceAccount
+    } else {
         return Err(ApiError::unauthorized());
-    }
+    };
     let with_query = if raw_query.is_empty() {
         path.to_string()
     } else {
@@ -245,10 +262,10 @@ async fn route(
             "selfsubjectaccessreviews",
         ] if method == Method::POST => {
             let body = read_body(request).await?;
-            resources::self_subject_access_review(shared, &body)
+            resources::self_subject_access_review(shared, who, &body)
         }
         ["api", "v1", "namespaces", namespace] if method == Method::GET => {
-            authorize(shared, "get", "namespaces", None, namespace)?;
+            authorize(shared, who, "get", "namespaces", None, namespace)?;
             if shared.store.namespace_exists(namespace) {
                 Ok(json_response(
                     200,
@@ -259,7 +276,7 @@ async fn route(
             }
         }
         ["api", "v1", plural] if RESOURCES.contains(plural) && method == Method::GET => {
-            authorize(shared, verb(method, false, watch), plural, None, "")?;
+            authorize(shared, who, verb(method, false, watch), plural, None, "")?;
             if watch {
                 resources::watch(shared, plural, None, query)
             } else {
@@ -267,12 +284,19 @@ async fn route(
             }
         }
         ["api", "v1", "namespaces", namespace, plural] if RESOURCES.contains(plural) => {
+            // A list or watch narrowed to one object by `metadata.name` names it in the
+            // authorizer's message (`requestinfo.go` takes the name from the field selector).
+            let named = logs::query_value(query, "fieldSelector")
+                .and_then(|s| s.strip_prefix("metadata.name="))
+                .filter(|n| !n.contains(','))
+                .unwrap_or_default();
             authorize(
                 shared,
+                who,
                 verb(method, false, watch),
                 plural,
                 Some(namespace),
-                "",
+                named,
             )?;
             match *method {
                 Method::GET if watch => resources::watch(shared, plural, Some(namespace), query),
@@ -291,6 +315,7 @@ async fn route(
         ["api", "v1", "namespaces", namespace, plural, name] if RESOURCES.contains(plural) => {
             authorize(
                 shared,
+                who,
                 verb(method, true, false),
                 plural,
                 Some(namespace),
@@ -320,19 +345,25 @@ async fn route(
             }
         }
         ["api", "v1", "namespaces", namespace, "pods", name, "log"] if method == Method::GET => {
-            authorize(shared, "get", "pods/log", Some(namespace), name)?;
+            authorize(shared, who, "get", "pods/log", Some(namespace), name)?;
             logs::serve(shared, namespace, name, query).await
         }
         ["api", "v1", "namespaces", namespace, "pods", name, "exec"]
             if *method == Method::GET || *method == Method::POST =>
         {
-            // WebSocket exec is authorized as `create` (AuthorizePodWebsocketUpgradeCreatePermission,
-            // default on since 1.35; older servers checked `get`).
-            authorize(shared, "create", "pods/exec", Some(namespace), name)?;
+            // The verb follows the HTTP method, as on a 1.28 API server: a WebSocket exec (GET)
+            // needs `get` on pods/exec, a SPDY exec (POST, kubectl) `create`. (1.35 and later
+            // also check `create` for WebSockets: AuthorizePodWebsocketUpgradeCreatePermission.)
+            let verb = if *method == Method::GET {
+                "get"
+            } else {
+                "create"
+            };
+            authorize(shared, who, verb, "pods/exec", Some(namespace), name)?;
             exec::serve(shared, request, namespace, name, query).await
         }
         ["api", "v1", "namespaces", namespace, "pods", name, "status"] if method == Method::GET => {
-            authorize(shared, "get", "pods/status", Some(namespace), name)?;
+            authorize(shared, who, "get", "pods/status", Some(namespace), name)?;
             resources::get(shared, "pods", namespace, name)
         }
         _ => Err(ApiError::no_route()),

@@ -111,7 +111,11 @@ impl ApiError {
             403,
             "Forbidden",
             message,
-            Some(json!({"name": name, "kind": resource})),
+            Some(if name.is_empty() {
+                json!({"kind": resource})
+            } else {
+                json!({"name": name, "kind": resource})
+            }),
         )
     }
 
