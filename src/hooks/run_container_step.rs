@@ -14,9 +14,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use futures::AsyncReadExt as _;
-use kube::api::LogParams;
-use tokio::io::AsyncWriteExt as _;
 use tracing::{debug, info, warn};
 
 use super::Outcome;
@@ -26,7 +23,7 @@ use crate::k8s::spec::{
     self, FILES_CONTAINER, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
 };
 use crate::k8s::wait::{self, Goal, Reached};
-use crate::k8s::{Context, Undo};
+use crate::k8s::{Context, Undo, logs};
 use crate::protocol::{ContainerDefinition, State};
 use crate::workspace::{self, CopyOptions};
 
@@ -316,30 +313,9 @@ fn workspace_dir(
 }
 
 /// Copy the step container's log to our stdout as it arrives, unmodified, until the container
-/// ends (the API server closes a followed log then).
+/// ends (the API server closes a followed log then), resuming after a broken stream.
 async fn follow_log(context: &Context, pod: &str) -> anyhow::Result<()> {
-    let params = LogParams {
-        container: Some(JOB_CONTAINER.to_owned()),
-        follow: true,
-        ..LogParams::default()
-    };
-    let mut stream = context
-        .pods()
-        .log_stream(pod, &params)
-        .await
-        .with_context(|| format!("failed to follow the log of the step pod `{pod}`"))?;
     let mut stdout = tokio::io::stdout();
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let n = stream
-            .read(&mut buffer)
-            .await
-            .with_context(|| format!("the log of the step pod `{pod}` broke off"))?;
-        if n == 0 {
-            break;
-        }
-        stdout.write_all(&buffer[..n]).await?;
-        stdout.flush().await?;
-    }
+    logs::follow(context, pod, JOB_CONTAINER, &mut stdout, &mut |_| {}).await?;
     Ok(())
 }

@@ -7,10 +7,8 @@
 
 use std::time::Instant;
 
-use futures::AsyncBufReadExt as _;
 use futures::future::BoxFuture;
-use kube::api::LogParams;
-use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::io::AsyncWrite;
 use tracing::{debug, info, warn};
 
 use super::names::BUILD_CONTAINER;
@@ -244,27 +242,17 @@ fn setup_error(line: String) -> BuildError {
     }
 }
 
-/// Copy the build container's log to `log` line by line as it comes, keeping the last lines.
+/// Copy the build container's log to `log` as it comes, keeping the last lines.
 async fn follow_log(
     context: &Context,
     pod: &str,
     log: &mut (dyn AsyncWrite + Send + Unpin),
     last: &mut LastLines,
 ) -> anyhow::Result<()> {
-    let params = LogParams {
-        container: Some(BUILD_CONTAINER.to_owned()),
-        follow: true,
-        ..LogParams::default()
+    let mut keep = |line: &[u8]| {
+        let text = String::from_utf8_lossy(line);
+        last.push(text.strip_suffix('\n').unwrap_or(&text));
     };
-    let stream = context.pods().log_stream(pod, &params).await?;
-    let mut lines = stream.lines();
-    use futures::StreamExt as _;
-    while let Some(line) = lines.next().await {
-        let line = line?;
-        last.push(&line);
-        log.write_all(line.as_bytes()).await?;
-        log.write_all(b"\n").await?;
-        log.flush().await?;
-    }
+    crate::k8s::logs::follow(context, pod, BUILD_CONTAINER, log, &mut keep).await?;
     Ok(())
 }

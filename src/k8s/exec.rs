@@ -190,14 +190,56 @@ impl PodExec {
             source,
         };
 
+        // Frames go out through one writer; stdin is fed to it from its own future, so the loop
+        // below never stops reading output while a stdin frame waits for the socket (a command
+        // that writes a lot to stderr while it reads stdin cannot deadlock us).
+        let (outgoing, mut queue) = tokio::sync::mpsc::channel::<Message>(4);
+        let writer = async move {
+            while let Some(message) = queue.recv().await {
+                sink.send(message).await?;
+            }
+            sink.close().await
+        };
+        let mut writer = std::pin::pin!(writer);
+        let mut writer_done = false;
+        let feed = {
+            let outgoing = outgoing.clone();
+            let mut stdin = stdin;
+            async move {
+                let mut remaining = stdin.as_ref().map_or(0, |s| s.len);
+                let mut buffer = vec![0u8; STDIN_CHUNK + 1];
+                if stdin.is_none() {
+                    return Ok(());
+                }
+                loop {
+                    let n = read_chunk(&mut stdin, &mut buffer, remaining).await?;
+                    if n == 0 {
+                        // All of stdin is sent. v5 can say so; on v4 closing would end the
+                        // whole connection, so keep it open (our scripts do not wait for EOF).
+                        if half_close {
+                            let _ = outgoing.send(Message::binary(vec![CLOSE, STDIN])).await;
+                        }
+                        return Ok(());
+                    }
+                    remaining -= n as u64;
+                    buffer[0] = STDIN;
+                    if outgoing
+                        .send(Message::binary(buffer[..=n].to_vec()))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let mut feed = std::pin::pin!(feed);
+        let mut feeding = true;
+
         let mut ping = tokio::time::interval(self.heartbeat.period);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ping.reset();
         let mut last_heard = Instant::now();
-
-        let mut stdin = stdin;
-        let mut remaining = stdin.as_ref().map_or(0, |s| s.len);
-        let mut buffer = vec![0u8; STDIN_CHUNK + 1];
 
         loop {
             let deadline = last_heard + self.heartbeat.deadline;
@@ -214,7 +256,11 @@ impl PodExec {
                                 STDOUT => write_now(stdout, data).await.map_err(local_io)?,
                                 STDERR => write_now(stderr, data).await.map_err(local_io)?,
                                 STATUS => {
-                                    let _ = sink.close().await;
+                                    // Let the writer say goodbye (a close frame), briefly.
+                                    drop(outgoing);
+                                    if !writer_done {
+                                        let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+                                    }
                                     return exit_code(data).map_err(|message| {
                                         ExecError::CommandFailed { pod: pod.clone(), message }
                                     });
@@ -230,23 +276,17 @@ impl PodExec {
                         _ => {}
                     }
                 }
-                read = read_chunk(&mut stdin, &mut buffer, remaining), if stdin.is_some() => {
-                    let n = read.map_err(local_io)?;
-                    if n == 0 {
-                        // All of stdin is sent. v5 can say so; on v4 closing would end the whole
-                        // connection, so keep it open (our scripts do not wait for EOF).
-                        stdin = None;
-                        if half_close {
-                            sink.send(Message::binary(vec![CLOSE, STDIN])).await.map_err(broken)?;
-                        }
-                    } else {
-                        remaining -= n as u64;
-                        buffer[0] = STDIN;
-                        sink.send(Message::binary(buffer[..=n].to_vec())).await.map_err(broken)?;
-                    }
+                fed = &mut feed, if feeding => {
+                    feeding = false;
+                    fed.map_err(local_io)?;
+                }
+                written = &mut writer, if !writer_done => {
+                    writer_done = true;
+                    written.map_err(broken)?;
                 }
                 _ = ping.tick() => {
-                    sink.send(Message::Ping(Default::default())).await.map_err(broken)?;
+                    // A full queue means frames are waiting to go out: no ping needed then.
+                    let _ = outgoing.try_send(Message::Ping(Default::default()));
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(ExecError::HeartbeatTimeout {
@@ -258,6 +298,9 @@ impl PodExec {
         }
     }
 }
+
+/// How long the writer may take to close the socket after the status frame arrived.
+const CLOSE_GRACE: Duration = Duration::from_millis(200);
 
 impl Remote for PodExec {
     async fn run(

@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod exec;
+pub mod logs;
 pub mod names;
 pub mod objects;
 pub mod rbac;

@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod container_step;
 mod copy_bench;
+mod exec;
 mod fake_api;
 mod job;
 mod job_failures;

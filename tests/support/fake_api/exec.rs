@@ -350,7 +350,26 @@ async fn session(
         stream
     });
 
+    // A cut connection (an API server restart, a broken network) closes the socket; the
+    // command goes on, its output is drained and dropped (`client_gone`).
+    let mut cuts = shared.cuts.subscribe();
+    let (reader_abort, writer_abort) = (reader.abort_handle(), writer.abort_handle());
+    let cut_gone = client_gone.clone();
+    let cutter = tokio::spawn(async move {
+        loop {
+            match cuts.recv().await {
+                Ok(super::Cut::All | super::Cut::Execs) => break,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+        cut_gone.store(true, Ordering::SeqCst);
+        reader_abort.abort();
+        writer_abort.abort();
+    });
     let status = child.wait().await;
+    cutter.abort();
     shared.untrack_pid(pid);
     let code = status
         .ok()

@@ -81,6 +81,7 @@ struct LogOptions {
     tail_lines: Option<usize>,
     limit_bytes: Option<usize>,
     since_seconds: Option<i64>,
+    since_time: Option<Timestamp>,
 }
 
 /// Go's `strconv.ParseBool` truth values, as query parameters are decoded.
@@ -218,6 +219,15 @@ pub async fn serve(
         tail_lines: query_value(query, "tailLines").and_then(|v| v.parse().ok()),
         limit_bytes: query_value(query, "limitBytes").and_then(|v| v.parse().ok()),
         since_seconds: query_value(query, "sinceSeconds").and_then(|v| v.parse().ok()),
+        since_time: match query_value(query, "sinceTime") {
+            None => None,
+            // metav1.Time decodes RFC 3339 (second precision or finer); anything else is 400.
+            Some(text) => Some(text.parse::<Timestamp>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "parsing time \"{text}\" as \"2006-01-02T15:04:05Z07:00\": cannot parse \"{text}\" as \"2006\""
+                ))
+            })?),
+        },
     };
     let pod = shared
         .store
@@ -247,6 +257,10 @@ pub async fn serve(
             .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(since))
             .unwrap_or(Timestamp::UNIX_EPOCH);
         chunks.retain(|(at, _)| *at >= cutoff);
+    }
+    if let Some(since) = options.since_time {
+        // Entries at or after `sinceTime` (the line with exactly that time is included).
+        chunks.retain(|(at, _)| *at >= since);
     }
     let mut at_line_start = true;
     let mut first = render(&chunks, options.timestamps, &mut at_line_start);

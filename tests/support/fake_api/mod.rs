@@ -154,6 +154,10 @@ pub struct Shared {
     pub kubelet: Kubelet,
     pub rbac: Mutex<Policy>,
     pub faults: Mutex<Vec<Fault>>,
+    /// Connections to cut (an API server restart, a dropped exec or log stream).
+    pub cuts: tokio::sync::broadcast::Sender<Cut>,
+    /// While set and in the future, the API server is gone: its port refuses connections.
+    pub down_until: Mutex<Option<std::time::Instant>>,
     pub requests: Mutex<Vec<RequestRecord>>,
     pub tools: Tools,
     /// Root of everything on disk (pod dirs, PVC dirs, kubeconfig).
@@ -217,6 +221,8 @@ impl FakeCluster {
             kubelet: Kubelet::default(),
             rbac: Mutex::new(Policy::chart_role()),
             faults: Mutex::new(Vec::new()),
+            cuts: tokio::sync::broadcast::channel(16).0,
+            down_until: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
             tools,
             root: root.clone(),
@@ -399,10 +405,40 @@ impl Drop for FakeCluster {
     }
 }
 
+/// Which open connections a fault cuts. A cut drops the TCP connection, as a restarting API
+/// server or a broken network does: the client sees an error, never a clean end of stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// Every connection (the API server went away).
+    All,
+    /// Every exec WebSocket; the commands go on running in their containers, as on a real node.
+    Execs,
+    /// Every followed log stream.
+    Logs,
+}
+
 /// Fault injection (`FakeCluster::faults`).
 pub struct Faults<'a>(&'a Shared);
 
 impl Faults<'_> {
+    /// The API server goes away for `duration`, as in a restart or a control-plane upgrade:
+    /// every open connection (watches, log streams, exec WebSockets) is cut at once and new
+    /// connections are refused until the time is up. Containers and their processes go on.
+    pub fn api_down(&self, duration: Duration) {
+        *self.0.down_until.lock().expect("down lock") = Some(std::time::Instant::now() + duration);
+        let _ = self.0.cuts.send(Cut::All);
+    }
+
+    /// Cut every exec connection now (the commands keep running).
+    pub fn cut_execs(&self) {
+        let _ = self.0.cuts.send(Cut::Execs);
+    }
+
+    /// Cut every followed log stream now, mid-stream.
+    pub fn cut_log_streams(&self) {
+        let _ = self.0.cuts.send(Cut::Logs);
+    }
+
     /// End every open watch stream now (as an API server restart would). Clients resume from
     /// their last resourceVersion.
     pub fn drop_watches(&self) {

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -15,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use super::status::ApiError;
-use super::{Identity, Shared, exec, logs, resources};
+use super::{Cut, Identity, Shared, exec, logs, resources};
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 pub type Response = hyper::Response<Body>;
@@ -105,22 +106,72 @@ pub fn empty(code: u16) -> Response {
     text(code, Vec::new())
 }
 
-/// Accept connections until the cluster is dropped.
+/// Accept connections until the cluster is dropped. When the API server "goes down"
+/// (`Faults::api_down`) the listener is closed, so connections are refused, every open
+/// connection is cut, and the same address is bound again when the outage is over.
 pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let addr = listener.local_addr().expect("listener address");
+    let mut listener = Some(listener);
+    let mut cuts = shared.cuts.subscribe();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Some(open) = listener.as_ref() else {
+            let until = *shared.down_until.lock().expect("down lock");
+            if let Some(until) = until {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(bound) => listener = Some(bound),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+            continue;
+        };
+        let accepted = tokio::select! {
+            accepted = open.accept() => accepted,
+            cut = cuts.recv() => {
+                if matches!(cut, Ok(Cut::All)) {
+                    listener = None;
+                }
+                continue;
+            }
+        };
+        let Ok((stream, _)) = accepted else {
             continue;
         };
         let connection_shared = shared.clone();
+        let mut connection_cuts = shared.cuts.subscribe();
         shared.spawn(async move {
+            // Whether this connection is streaming a followed log (what `Cut::Logs` cuts).
+            let following = Arc::new(AtomicBool::new(false));
+            let flag = following.clone();
             let service = hyper::service::service_fn(move |request| {
                 let shared = connection_shared.clone();
-                async move { Ok::<_, Infallible>(handle(shared, request).await) }
+                let flag = flag.clone();
+                async move {
+                    let follow = request.uri().path().ends_with("/log")
+                        && request
+                            .uri()
+                            .query()
+                            .unwrap_or_default()
+                            .contains("follow=true");
+                    flag.store(follow, Ordering::SeqCst);
+                    Ok::<_, Infallible>(handle(shared, request).await)
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            loop {
+                tokio::select! {
+                    _ = &mut connection => return,
+                    cut = connection_cuts.recv() => match cut {
+                        Ok(Cut::All) => return,
+                        Ok(Cut::Logs) if following.load(Ordering::SeqCst) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        _ => {}
+                    },
+                }
+            }
         });
     }
 }
