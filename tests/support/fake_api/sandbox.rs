@@ -85,14 +85,19 @@ impl Switcher {
         for line in text.lines() {
             let line = line.trim();
             if let Some((_, rest)) = line.split_once("=> ") {
-                if let Some(path) = rest.split_whitespace().next().filter(|p| p.starts_with('/')) {
+                if let Some(path) = rest
+                    .split_whitespace()
+                    .next()
+                    .filter(|p| p.starts_with('/'))
+                {
                     libraries.push(PathBuf::from(path));
                 }
             } else if line.starts_with('/') {
                 loader = line.split_whitespace().next().map(PathBuf::from);
             }
         }
-        let loader = loader.ok_or_else(|| format!("no dynamic loader for {}", setpriv.display()))?;
+        let loader =
+            loader.ok_or_else(|| format!("no dynamic loader for {}", setpriv.display()))?;
         Ok(Self {
             setpriv,
             loader,
@@ -458,7 +463,11 @@ fn bwrap_args(config: &SandboxConfig, switcher: Option<&Switcher>) -> Vec<OsStri
     }
     args.push("--".into());
     if switcher.is_some() {
-        args.extend(Switcher::prefix(&config.identity).into_iter().map(OsString::from));
+        args.extend(
+            Switcher::prefix(&config.identity)
+                .into_iter()
+                .map(OsString::from),
+        );
     }
     args.extend(config.argv.iter().map(OsString::from));
     args
