@@ -1540,6 +1540,11 @@ async fn containers_run_as_their_security_context_and_permissions_are_real() {
                  "securityContext": {"runAsUser": 0, "runAsGroup": 0,
                     "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
                  "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "some", "image": "busybox", "command": ["sh", "-c", keep],
+                 "securityContext": {"runAsUser": 0, "runAsGroup": 0,
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}},
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
             ],
         },
     }));
@@ -1595,6 +1600,12 @@ async fn containers_run_as_their_security_context_and_permissions_are_real() {
     // without capabilities root is just another user.
     let (out, code) = run("root", "id -u; cat /data/secret; ls /data/private").await;
     assert_eq!((out.as_str(), code), ("0\ns\n", 0));
+    let (out, code) = run("some", "id -u; cat /data/secret").await;
+    assert_eq!(
+        (out.as_str(), code),
+        ("0\ns\n", 0),
+        "with only the one capability needed"
+    );
     let (out, code) = run("nocaps", "id -u; cat /data/secret").await;
     assert_eq!((out.as_str(), code), ("0\n", 1));
     let (_, code) = run("user", "touch /data/private/x && chown 0 /data/private/x").await;
