@@ -964,6 +964,115 @@ mod tests {
     }
 
     #[test]
+    fn header_fields_take_the_recorded_mode_and_owner_only_while_the_entry_is_unchanged() {
+        let file = EntryMeta {
+            dir: false,
+            mode: 0o4750,
+            uid: 4242,
+            gid: 42,
+        };
+        // Unpacking left 0750 (no setuid, the runner's owner): the recorded header goes out.
+        assert_eq!(
+            header_fields(false, 0o100750, 1001, 1001, Some(&file)),
+            (0o4750, 4242, 42)
+        );
+        // Changed since (chmod), or a directory now: the local values.
+        assert_eq!(
+            header_fields(false, 0o100644, 1001, 1001, Some(&file)),
+            (0o644, 1001, 1001)
+        );
+        assert_eq!(
+            header_fields(true, 0o40750, 1001, 1001, Some(&file)),
+            (0o750, 1001, 1001)
+        );
+        assert_eq!(header_fields(false, 0o600, 7, 8, None), (0o600, 7, 8));
+        // A directory got u+rwx when unpacked: 0555 came back as 0755 and goes out as 0555.
+        let dir = EntryMeta {
+            dir: true,
+            mode: 0o555,
+            uid: 0,
+            gid: 0,
+        };
+        assert_eq!(
+            header_fields(true, 0o40755, 1001, 1001, Some(&dir)),
+            (0o555, 0, 0)
+        );
+    }
+
+    #[test]
+    fn unpack_records_modes_and_owners_and_pack_writes_them_back() {
+        let dst = tempfile::tempdir().expect("tempdir");
+        let d = dst.path();
+        let mut out = Vec::new();
+        for (name, kind, mode, uid, data) in [
+            (
+                &b"./private/inside"[..],
+                EntryType::Regular,
+                0o600,
+                4242,
+                &b"x"[..],
+            ),
+            (b"./private/", EntryType::Directory, 0o500, 4242, b""),
+            (b"./secret", EntryType::Regular, 0o600, 0, b"s"),
+        ] {
+            let mut header = Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_mode(mode);
+            header.set_uid(uid);
+            header.set_gid(uid + 1);
+            header.set_size(data.len() as u64);
+            copy_truncated(&mut header.as_old_mut().name, name);
+            header.set_cksum();
+            out.extend_from_slice(header.as_bytes());
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        let unpacked = unpack(&out[..], d, &Exclude::default()).expect("unpack");
+        let mode = |p: &str| fs::metadata(d.join(p)).expect("meta").mode() & 0o7777;
+        assert_eq!((mode("secret"), mode("private/inside")), (0o600, 0o600));
+        assert_eq!(mode("private"), 0o700, "the owner keeps u+rwx");
+        assert_eq!(unpacked.recorded.len(), 3);
+        assert_eq!(
+            unpacked.recorded.0.get(&b"private"[..]),
+            Some(&EntryMeta {
+                dir: true,
+                mode: 0o500,
+                uid: 4242,
+                gid: 4243
+            })
+        );
+
+        fs::write(d.join("new"), b"n").expect("write");
+        let mut packed = pack(d, &Exclude::default(), &unpacked.recorded).expect("pack");
+        let mut archive = Vec::new();
+        io::Seek::rewind(&mut packed.file).expect("rewind");
+        packed.file.read_to_end(&mut archive).expect("read");
+        let mut headers = HashMap::new();
+        for entry in tar::Archive::new(&archive[..]).entries().expect("entries") {
+            let entry = entry.expect("entry");
+            let h = entry.header();
+            headers.insert(
+                String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                (
+                    h.mode().expect("mode"),
+                    h.uid().expect("uid"),
+                    h.gid().expect("gid"),
+                ),
+            );
+        }
+        let me = fs::metadata(d.join("new")).expect("meta");
+        assert_eq!(headers["./private/"], (0o500, 4242, 4243));
+        assert_eq!(headers["./private/inside"], (0o600, 4242, 4243));
+        assert_eq!(headers["./secret"], (0o600, 0, 1));
+        assert_eq!(
+            headers["./new"],
+            (me.mode() & 0o7777, u64::from(me.uid()), u64::from(me.gid())),
+            "what was not received goes out as it is"
+        );
+    }
+
+    #[test]
     fn unpack_rejects_parent_and_absolute_names() {
         let dst = tempfile::tempdir().expect("tempdir");
         for name in [&b"../x"[..], b"./a/../../x", b"/etc/x"] {
