@@ -8,7 +8,9 @@
 //! while its `stage` init container holds it, and after the step the file commands and the
 //! workspace come back to the runner and into the job pod (the TypeScript hook lost them,
 //! RCH #302). Workspace copies mirror ([`CopyOptions::mirror`]): what a step deleted stays
-//! deleted.
+//! deleted. Each workspace copy into a pod carries the modes and owners the copy out of the
+//! previous pod received ([`CopyOptions::recorded`]): the runner cannot chown, the pods' copy
+//! helpers run as root and can, so a step's `0600` file of uid 4242 reaches the next pod as such.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -120,9 +122,10 @@ pub async fn run_image(
     let copy_mode = matches!(work_volume, WorkVolume::EmptyDir);
     // Copy mode: the job pod has the current workspace; bring the runner's copy up to date so
     // the step sees what earlier steps did.
+    let mut job_pod_recorded = None;
     if let (true, Some(job_pod), Some((local_ws, rel))) = (copy_mode, job_pod, &workspace) {
         let exec = context.exec_in(job_pod, JOB_CONTAINER);
-        let report = workspace::copy_out(
+        let (report, recorded) = workspace::copy_out_recording(
             &exec,
             &format!("{WORK_MOUNT}/{rel}"),
             local_ws,
@@ -131,6 +134,7 @@ pub async fn run_image(
         .await
         .with_context(|| format!("failed to copy the workspace out of the job pod `{job_pod}`"))?;
         debug!(%report, "workspace copied from the job pod");
+        job_pod_recorded = Some(recorded);
     }
 
     // The step's environment (tokens, secret inputs) goes into a Secret, not the pod spec.
@@ -188,14 +192,15 @@ pub async fn run_image(
             format!("failed to copy the runner's `_temp` into the step pod `{pod}`")
         })?;
         if let Some((local_ws, rel)) = &workspace {
-            workspace::copy_in(
-                &stage,
-                local_ws,
-                &format!("{work_mount}/{rel}"),
-                &CopyOptions::default(),
-            )
-            .await
-            .with_context(|| format!("failed to copy the workspace into the step pod `{pod}`"))?;
+            let mut options = CopyOptions::default();
+            if let Some(recorded) = job_pod_recorded.take() {
+                options = options.recorded(recorded);
+            }
+            workspace::copy_in(&stage, local_ws, &format!("{work_mount}/{rel}"), &options)
+                .await
+                .with_context(|| {
+                    format!("failed to copy the workspace into the step pod `{pod}`")
+                })?;
         }
         // The `stage` init container ends when the marker exists; then the step starts.
         context
@@ -251,7 +256,7 @@ pub async fn run_image(
             format!("failed to copy `{FILE_COMMANDS}` back from the step pod `{pod}`")
         })?;
         if let Some((local_ws, rel)) = &workspace {
-            workspace::copy_out(
+            let (_, recorded) = workspace::copy_out_recording(
                 &files,
                 &format!("{work_mount}/{rel}"),
                 local_ws,
@@ -267,7 +272,7 @@ pub async fn run_image(
                     &exec,
                     local_ws,
                     &format!("{WORK_MOUNT}/{rel}"),
-                    &CopyOptions::default().mirror(),
+                    &CopyOptions::default().mirror().recorded(recorded),
                 )
                 .await
                 .with_context(|| {

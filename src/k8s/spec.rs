@@ -22,7 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, PreferredSchedulingTerm,
     Secret, SecretEnvSource, SecurityContext, Volume, VolumeMount,
@@ -682,18 +682,15 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
             mount_path: STEP_WORK_MOUNT.into(),
             ..Default::default()
         };
-        let runner_user = Some(SecurityContext {
-            run_as_user: Some(RUNNER_UID),
-            run_as_group: Some(RUNNER_UID),
-            ..Default::default()
-        });
-        // The directories the step mounts by subPath exist before it starts (as the runner
-        // user; see `fs_init`), then `stage` waits for the hook's copy.
+        let helper = Some(copy_helper_security_context());
+        // The directories the step mounts by subPath exist before it starts, owned by the
+        // runner user as `fs_init` would make them (`stage` runs as root: chown), then `stage`
+        // waits for the hook's copy.
         let mut command = vec![
             "sh".to_owned(),
             "-c".to_owned(),
             format!(
-                "set -e\nfor dir in \"$@\"; do [ -e \"$dir\" ] || mkdir -p -- \"$dir\"; done\nwhile [ ! -e {STEP_WORK_MOUNT}/{STAGED_MARKER} ]; do sleep 0.2; done\nrm -f {STEP_WORK_MOUNT}/{STAGED_MARKER}"
+                "set -e\nfor dir in \"$@\"; do [ -e \"$dir\" ] || mkdir -p -- \"$dir\"; done\nfind {STEP_WORK_MOUNT} -mindepth 1 -exec chown {RUNNER_UID}:{RUNNER_UID} {{}} +\nwhile [ ! -e {STEP_WORK_MOUNT}/{STAGED_MARKER} ]; do sleep 0.2; done\nrm -f {STEP_WORK_MOUNT}/{STAGED_MARKER}"
             ),
             STAGE_CONTAINER.to_owned(),
         ];
@@ -707,7 +704,7 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
             name: STAGE_CONTAINER.into(),
             image: Some(input.runner_image.to_owned()),
             command: Some(command),
-            security_context: runner_user.clone(),
+            security_context: helper.clone(),
             volume_mounts: Some(vec![work_mount.clone()]),
             ..Default::default()
         });
@@ -719,7 +716,7 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
                 "-c".to_owned(),
                 "trap 'exit 0' TERM INT\nwhile :; do sleep 5 & wait $!; done".to_owned(),
             ]),
-            security_context: runner_user,
+            security_context: helper,
             volume_mounts: Some(vec![work_mount]),
             ..Default::default()
         });
@@ -749,6 +746,35 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
         pod,
         work_mount: copy_mode.then(|| STEP_WORK_MOUNT.to_owned()),
     })
+}
+
+/// Capabilities of the copy helpers ([`STAGE_CONTAINER`], [`FILES_CONTAINER`]): read and write
+/// any file in the work volume whatever its owner and mode (`DAC_OVERRIDE`), restore owners
+/// (`CHOWN`), modes and times of files they do not own (`FOWNER`) and setgid bits (`FSETID`).
+/// All four are in the container runtimes' default set, so Pod Security `baseline` admits them.
+pub const COPY_HELPER_CAPABILITIES: &[&str] = &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"];
+
+/// The copy helpers run as root so that what a step (usually root) created — a `0600` file, a
+/// `0700` directory, a file of another user — can be copied out and back in with its mode and
+/// owner; every other capability is dropped and privilege escalation is off. See
+/// `docs/user/copy-mode-security.md`.
+fn copy_helper_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(0),
+        run_as_group: Some(0),
+        run_as_non_root: Some(false),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: Some(
+                COPY_HELPER_CAPABILITIES
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect(),
+            ),
+        }),
+        ..Default::default()
+    }
 }
 
 /// What differs between the hook's job and step pods.

@@ -12,6 +12,15 @@
 //! to someone else), and each directory *after* its contents, so that extractors which set a
 //! directory's mtime when they meet its entry (BusyBox) leave it as it was.
 //!
+//! **Modes and owners.** Unpacking keeps the mode of files (`rwx` bits) and of directories (plus
+//! `u+rwx`, so the next copy can replace their contents), but never the owner: the runner runs as
+//! an ordinary user and owns what it unpacks, so it can always read it back (packing opens a
+//! file of its own that it may not read, such as mode `0200`, by lending itself `u+r` for the
+//! moment). What the archive said about each entry (full mode, uid, gid) is returned as
+//! [`Recorded`]; packing the same directory again with it writes those values back for every
+//! entry that is still as unpacking left it, so a file that a step running as root made `0600`
+//! and gave to uid 4242 reaches the next pod as such, though the runner could not chown it.
+//!
 //! Unpacking never writes outside the destination: names with `..` or a leading `/` are
 //! rejected, every directory on the way to an entry must be a real directory (a symlink or file
 //! in its place is replaced by a directory, as GNU tar does without `--keep-directory-symlink`),
@@ -77,6 +86,82 @@ impl Exclude {
     }
 }
 
+/// What an archive's header said about one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Whether the entry is a directory.
+    pub dir: bool,
+    /// Permission bits, setuid/setgid/sticky included (`0o7777`).
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u64,
+    /// Numeric group.
+    pub gid: u64,
+}
+
+/// The headers of the directories and regular files of an unpacked archive, by relative path:
+/// what the runner could not keep itself (owners, and directory modes without `u+rwx`).
+#[derive(Debug, Clone, Default)]
+pub struct Recorded(pub(crate) HashMap<Vec<u8>, EntryMeta>);
+
+impl Recorded {
+    /// How many entries are recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The mode an entry has after [`unpack`] wrote it with header mode `mode`.
+fn unpacked_mode(dir: bool, mode: u32) -> u32 {
+    if dir {
+        (mode & 0o777) | 0o700
+    } else {
+        mode & 0o777
+    }
+}
+
+/// The (mode, uid, gid) to write in the header of a local entry (`dir`, with its local `mode`,
+/// `uid`, `gid`): the recorded header when there is one for the same kind of entry and the
+/// local mode is still what unpacking it produced (nobody changed it since), else the local
+/// values.
+fn header_fields(
+    dir: bool,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    recorded: Option<&EntryMeta>,
+) -> (u32, u64, u64) {
+    match recorded {
+        Some(r) if r.dir == dir && unpacked_mode(dir, r.mode) == mode & 0o7777 => {
+            (r.mode & 0o7777, r.uid, r.gid)
+        }
+        _ => (mode & 0o7777, uid, gid),
+    }
+}
+
+/// Open a regular file of `meta` for reading. A file the runner owns but may not read (mode
+/// `0200`, `0000`) is opened by adding `u+r` for the moment and restoring its mode.
+fn open_for_packing(path: &Path, meta: &fs::Metadata) -> io::Result<File> {
+    match File::open(path) {
+        // Only the owner (or root) may chmod: for anyone else the first error stands.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let mode = meta.mode() & 0o7777;
+            if fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o400)).is_err() {
+                return Err(e);
+            }
+            let opened = File::open(path);
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+            opened
+        }
+        other => other,
+    }
+}
+
 /// A local directory packed into an archive file.
 pub(crate) struct Packed {
     /// The archive (an unnamed temporary file).
@@ -99,8 +184,13 @@ pub(crate) struct PackError {
 }
 
 /// Pack `root` (its contents, not itself) into a temporary file, hashing every regular file as
-/// it is written. Sockets, FIFOs and devices are skipped.
-pub(crate) fn pack(root: &Path, exclude: &Exclude) -> Result<Packed, PackError> {
+/// it is written. Sockets, FIFOs and devices are skipped. Entries `recorded` by the unpacking of
+/// an earlier archive into `root` get that archive's mode and owner back ([`header_fields`]).
+pub(crate) fn pack(
+    root: &Path,
+    exclude: &Exclude,
+    recorded: &Recorded,
+) -> Result<Packed, PackError> {
     let at = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PackError { path, source }
@@ -119,7 +209,15 @@ pub(crate) fn pack(root: &Path, exclude: &Exclude) -> Result<Packed, PackError> 
             source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
-    pack_dir(root, &[], exclude, &mut writer, &mut files, &mut bytes)?;
+    pack_dir(
+        root,
+        &[],
+        exclude,
+        recorded,
+        &mut writer,
+        &mut files,
+        &mut bytes,
+    )?;
     writer.finish().map_err(at(root))?;
     let TarWriter { out, len, .. } = writer;
     let file = out.into_inner().map_err(|e| PackError {
@@ -138,6 +236,7 @@ fn pack_dir(
     dir: &Path,
     rel: &[u8],
     exclude: &Exclude,
+    recorded: &Recorded,
     writer: &mut TarWriter<BufWriter<File>>,
     files: &mut Vec<(Vec<u8>, Sha256)>,
     bytes: &mut u64,
@@ -164,9 +263,10 @@ fn pack_dir(
         }
         let meta = fs::symlink_metadata(&path).map_err(at(&path))?;
         if meta.is_dir() {
-            pack_dir(&path, &child, exclude, writer, files, bytes)?;
+            pack_dir(&path, &child, exclude, recorded, writer, files, bytes)?;
         }
-        pack_entry(&path, child, &meta, writer, files, bytes)?;
+        let record = recorded.0.get(&child);
+        pack_entry(&path, child, &meta, record, writer, files, bytes)?;
     }
     Ok(())
 }
@@ -178,6 +278,7 @@ fn pack_entry(
     path: &Path,
     rel: Vec<u8>,
     meta: &fs::Metadata,
+    recorded: Option<&EntryMeta>,
     writer: &mut TarWriter<BufWriter<File>>,
     files: &mut Vec<(Vec<u8>, Sha256)>,
     bytes: &mut u64,
@@ -191,12 +292,19 @@ fn pack_entry(
         let mut name = rel;
         name.push(b'/');
         writer
-            .entry(EntryType::Directory, &name, None, meta, None)
+            .entry(EntryType::Directory, &name, None, meta, recorded, None)
             .map_err(at)?;
     } else if kind.is_file() {
-        let mut file = File::open(path).map_err(at)?;
+        let mut file = open_for_packing(path, meta).map_err(at)?;
         let digest = writer
-            .entry(EntryType::Regular, &rel, None, meta, Some(&mut file))
+            .entry(
+                EntryType::Regular,
+                &rel,
+                None,
+                meta,
+                recorded,
+                Some(&mut file),
+            )
             .map_err(at)?;
         *bytes += meta.len();
         files.push((rel, digest));
@@ -208,6 +316,7 @@ fn pack_entry(
                 &rel,
                 Some(target.as_os_str().as_bytes()),
                 meta,
+                None,
                 None,
             )
             .map_err(at)?;
@@ -242,6 +351,7 @@ pub(crate) fn pack_entries(root: &Path, entries: &[Vec<u8>]) -> Result<Packed, P
             &path,
             rel.clone(),
             &meta,
+            None,
             &mut writer,
             &mut files,
             &mut bytes,
@@ -269,13 +379,15 @@ struct TarWriter<W: Write> {
 
 impl<W: Write> TarWriter<W> {
     /// Write one entry named `./rel`; for a regular file, copy exactly `meta.len()` bytes of
-    /// `data` and return their digest.
+    /// `data` and return their digest. Mode and owner come from `meta`, or from `recorded`
+    /// ([`header_fields`]).
     fn entry(
         &mut self,
         kind: EntryType,
         rel: &[u8],
         link: Option<&[u8]>,
         meta: &fs::Metadata,
+        recorded: Option<&EntryMeta>,
         data: Option<&mut File>,
     ) -> io::Result<Sha256> {
         let mut name = b"./".to_vec();
@@ -295,9 +407,16 @@ impl<W: Write> TarWriter<W> {
         }
         let mut header = Header::new_gnu();
         header.set_entry_type(kind);
-        header.set_mode(meta.mode() & 0o7777);
-        header.set_uid(u64::from(meta.uid()));
-        header.set_gid(u64::from(meta.gid()));
+        let (mode, uid, gid) = header_fields(
+            kind == EntryType::Directory,
+            meta.mode(),
+            u64::from(meta.uid()),
+            u64::from(meta.gid()),
+            recorded.filter(|_| kind != EntryType::Symlink),
+        );
+        header.set_mode(mode);
+        header.set_uid(uid);
+        header.set_gid(gid);
         header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
         header.set_size(size);
         copy_truncated(&mut header.as_old_mut().name, &name);
@@ -378,6 +497,8 @@ pub(crate) struct Unpacked {
     pub trailer: Vec<u8>,
     /// Every entry the archive named (not excluded), by relative path: what a mirror keeps.
     pub entries: HashSet<Vec<u8>>,
+    /// The header of every directory and regular file unpacked.
+    pub recorded: Recorded,
 }
 
 /// Make `root` a mirror of an unpacked archive: remove every file, symlink and directory below
@@ -486,10 +607,22 @@ pub(crate) fn unpack(
         let kind = header.entry_type();
         let mode = header.mode().map_err(UnpackError::Malformed)?;
         let mtime = header.mtime().map_err(UnpackError::Malformed)?;
+        // A header without a readable owner is not recorded: packing uses the local owner.
+        let record = header
+            .uid()
+            .and_then(|uid| Ok((uid, header.gid()?)))
+            .ok()
+            .map(|(uid, gid)| EntryMeta {
+                dir: kind == EntryType::Directory,
+                mode: mode & 0o7777,
+                uid,
+                gid,
+            });
         let (parents, name) = components.split_at(components.len() - 1);
         match kind {
             EntryType::Directory => {
                 real_directories(root, &components)?;
+                unpacked.recorded.0.extend(record.map(|r| (rel.clone(), r)));
                 directories.push((components, mode, mtime));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
@@ -522,8 +655,9 @@ pub(crate) fn unpack(
                         format!("`{}` ends after {size} of its bytes", display_bytes(&rel)),
                     )));
                 }
-                file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
+                file.set_permissions(fs::Permissions::from_mode(unpacked_mode(false, mode)))
                     .map_err(write)?;
+                unpacked.recorded.0.extend(record.map(|r| (rel.clone(), r)));
                 file.set_modified(time(mtime)).map_err(write)?;
                 unpacked.bytes += size;
                 unpacked.files.insert(rel, Sha256::finish(hasher));
@@ -590,7 +724,7 @@ pub(crate) fn unpack(
             source,
         };
         // Keep the owner able to write, so the next copy can replace the contents.
-        fs::set_permissions(&path, fs::Permissions::from_mode((mode & 0o777) | 0o700))
+        fs::set_permissions(&path, fs::Permissions::from_mode(unpacked_mode(true, mode)))
             .map_err(write)?;
         File::open(&path)
             .and_then(|dir| dir.set_modified(time(mtime)))
@@ -759,7 +893,7 @@ mod tests {
         fs::write(s.join("_runner_hook_responses/r"), b"secret").expect("write");
 
         let exclude = Exclude::new(&[], &["_runner_hook_responses"]);
-        let mut packed = pack(s, &exclude).expect("pack");
+        let mut packed = pack(s, &exclude, &Recorded::default()).expect("pack");
         assert_eq!(packed.len % 512, 0);
         let names: Vec<String> = packed
             .files
@@ -827,6 +961,115 @@ mod tests {
         assert_eq!(mtime(&d.join("run.sh")), mtime(&s.join("run.sh")));
         assert_eq!(mtime(&d.join("a")), mtime(&s.join("a")));
         assert!(!d.join("_runner_hook_responses").exists());
+    }
+
+    #[test]
+    fn header_fields_take_the_recorded_mode_and_owner_only_while_the_entry_is_unchanged() {
+        let file = EntryMeta {
+            dir: false,
+            mode: 0o4750,
+            uid: 4242,
+            gid: 42,
+        };
+        // Unpacking left 0750 (no setuid, the runner's owner): the recorded header goes out.
+        assert_eq!(
+            header_fields(false, 0o100750, 1001, 1001, Some(&file)),
+            (0o4750, 4242, 42)
+        );
+        // Changed since (chmod), or a directory now: the local values.
+        assert_eq!(
+            header_fields(false, 0o100644, 1001, 1001, Some(&file)),
+            (0o644, 1001, 1001)
+        );
+        assert_eq!(
+            header_fields(true, 0o40750, 1001, 1001, Some(&file)),
+            (0o750, 1001, 1001)
+        );
+        assert_eq!(header_fields(false, 0o600, 7, 8, None), (0o600, 7, 8));
+        // A directory got u+rwx when unpacked: 0555 came back as 0755 and goes out as 0555.
+        let dir = EntryMeta {
+            dir: true,
+            mode: 0o555,
+            uid: 0,
+            gid: 0,
+        };
+        assert_eq!(
+            header_fields(true, 0o40755, 1001, 1001, Some(&dir)),
+            (0o555, 0, 0)
+        );
+    }
+
+    #[test]
+    fn unpack_records_modes_and_owners_and_pack_writes_them_back() {
+        let dst = tempfile::tempdir().expect("tempdir");
+        let d = dst.path();
+        let mut out = Vec::new();
+        for (name, kind, mode, uid, data) in [
+            (
+                &b"./private/inside"[..],
+                EntryType::Regular,
+                0o600,
+                4242,
+                &b"x"[..],
+            ),
+            (b"./private/", EntryType::Directory, 0o500, 4242, b""),
+            (b"./secret", EntryType::Regular, 0o600, 0, b"s"),
+        ] {
+            let mut header = Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_mode(mode);
+            header.set_uid(uid);
+            header.set_gid(uid + 1);
+            header.set_size(data.len() as u64);
+            copy_truncated(&mut header.as_old_mut().name, name);
+            header.set_cksum();
+            out.extend_from_slice(header.as_bytes());
+            out.extend_from_slice(data);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        let unpacked = unpack(&out[..], d, &Exclude::default()).expect("unpack");
+        let mode = |p: &str| fs::metadata(d.join(p)).expect("meta").mode() & 0o7777;
+        assert_eq!((mode("secret"), mode("private/inside")), (0o600, 0o600));
+        assert_eq!(mode("private"), 0o700, "the owner keeps u+rwx");
+        assert_eq!(unpacked.recorded.len(), 3);
+        assert_eq!(
+            unpacked.recorded.0.get(&b"private"[..]),
+            Some(&EntryMeta {
+                dir: true,
+                mode: 0o500,
+                uid: 4242,
+                gid: 4243
+            })
+        );
+
+        fs::write(d.join("new"), b"n").expect("write");
+        let mut packed = pack(d, &Exclude::default(), &unpacked.recorded).expect("pack");
+        let mut archive = Vec::new();
+        io::Seek::rewind(&mut packed.file).expect("rewind");
+        packed.file.read_to_end(&mut archive).expect("read");
+        let mut headers = HashMap::new();
+        for entry in tar::Archive::new(&archive[..]).entries().expect("entries") {
+            let entry = entry.expect("entry");
+            let h = entry.header();
+            headers.insert(
+                String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                (
+                    h.mode().expect("mode"),
+                    h.uid().expect("uid"),
+                    h.gid().expect("gid"),
+                ),
+            );
+        }
+        let me = fs::metadata(d.join("new")).expect("meta");
+        assert_eq!(headers["./private/"], (0o500, 4242, 4243));
+        assert_eq!(headers["./private/inside"], (0o600, 4242, 4243));
+        assert_eq!(headers["./secret"], (0o600, 0, 1));
+        assert_eq!(
+            headers["./new"],
+            (me.mode() & 0o7777, u64::from(me.uid()), u64::from(me.gid())),
+            "what was not received goes out as it is"
+        );
     }
 
     #[test]

@@ -31,8 +31,11 @@
 //! # Remote requirements
 //! The container must have `sh`, `mkdir`, `head` (with `-c`), `tar`, `find` (with
 //! `-exec ... {} +`) and `sha256sum`: GNU coreutils/findutils/tar and BusyBox (Alpine) both
-//! qualify. Ownership is restored from the runner's numeric uid/gid when the
-//! container extracts as root.
+//! qualify. Extraction keeps modes (`tar -x -p`) and, when the container extracts as root,
+//! numeric owners: the runner's own uid/gid, or those a previous copy-out received for the
+//! same entries ([`copy_out_recording`], [`CopyOptions::recorded`]), so what a step running as
+//! root made `0600` for uid 4242 stays so in the next pod. The runner side keeps modes, never
+//! owners (it runs as an ordinary user and owns what it unpacks).
 
 mod archive;
 mod checksum;
@@ -43,13 +46,14 @@ use std::fmt;
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWrite, AsyncWriteExt as _};
 use tracing::{debug, warn};
 
-pub use archive::UnpackError;
+pub use archive::{EntryMeta, Recorded, UnpackError};
 pub use checksum::{FileProblem, ListingError, Problem, Sha256};
 pub use remote::{Remote, Stdin};
 
@@ -71,7 +75,7 @@ mode=$3
 shift 3
 mkdir -p "$dst"
 if [ "$mode" = mirror ]; then find "$dst" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; fi
-head -c "$len" | tar -x -f - -C "$dst"
+head -c "$len" | tar -x -p -f - -C "$dst"
 cd "$dst"
 if [ "$#" -gt 0 ]; then find "$@" -type f -exec sha256sum {} + || exit 3; fi
 "#;
@@ -129,6 +133,10 @@ pub struct CopyOptions {
     /// destination before extracting ([`COPY_IN_SCRIPT`]'s `mirror`), so use it only for a
     /// directory the source holds in full, such as the workspace.
     pub mirror: bool,
+    /// Copy-in: what a copy-out into the same local directory received ([`copy_out_recording`]):
+    /// entries still as it left them are sent with the pod's mode and numeric owner instead of
+    /// the runner's (who cannot chown).
+    pub recorded: Option<Arc<Recorded>>,
 }
 
 impl Default for CopyOptions {
@@ -138,6 +146,7 @@ impl Default for CopyOptions {
             attempts: ATTEMPTS,
             backoff: BACKOFF,
             mirror: false,
+            recorded: None,
         }
     }
 }
@@ -152,6 +161,13 @@ impl CopyOptions {
     /// These options, mirroring ([`CopyOptions::mirror`]).
     pub fn mirror(mut self) -> Self {
         self.mirror = true;
+        self
+    }
+
+    /// These options, sending modes and owners `recorded` by a copy-out
+    /// ([`CopyOptions::recorded`]).
+    pub fn recorded(mut self, recorded: Recorded) -> Self {
+        self.recorded = Some(Arc::new(recorded));
         self
     }
 
@@ -319,7 +335,8 @@ pub async fn copy_in<R: Remote>(
     check_remote_dir(remote_dir)?;
     let exclude = options.matcher();
     let root = local_dir.to_path_buf();
-    let packed = tokio::task::spawn_blocking(move || archive::pack(&root, &exclude))
+    let recorded = options.recorded.clone().unwrap_or_default();
+    let packed = tokio::task::spawn_blocking(move || archive::pack(&root, &exclude, &recorded))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
         .map_err(|e| CopyError::Pack {
@@ -535,25 +552,45 @@ async fn copy_in_attempt<R: Remote>(
 ///
 /// # Errors
 /// [`CopyError::CopyOut`] when every attempt failed.
-#[tracing::instrument(skip_all, fields(remote_dir, local_dir = %local_dir.display()))]
 pub async fn copy_out<R: Remote>(
     remote: &R,
     remote_dir: &str,
     local_dir: &Path,
     options: &CopyOptions,
 ) -> Result<CopyReport, CopyError> {
+    copy_out_recording(remote, remote_dir, local_dir, options)
+        .await
+        .map(|(report, _)| report)
+}
+
+/// [`copy_out`], also returning what the archive said about the mode and owner of each file and
+/// directory: give it to the next [`copy_in`] of `local_dir` ([`CopyOptions::recorded`]) so
+/// modes and owners the runner could not keep reach the next pod.
+///
+/// # Errors
+/// [`CopyError::CopyOut`] when every attempt failed.
+#[tracing::instrument(skip_all, fields(remote_dir, local_dir = %local_dir.display()))]
+pub async fn copy_out_recording<R: Remote>(
+    remote: &R,
+    remote_dir: &str,
+    local_dir: &Path,
+    options: &CopyOptions,
+) -> Result<(CopyReport, Recorded), CopyError> {
     let started = Instant::now();
     check_remote_dir(remote_dir)?;
     let exclude = options.matcher();
     let argv = script_argv(COPY_OUT_SCRIPT, [remote_dir.to_owned()]);
     let attempt = |_| copy_out_attempt(remote, local_dir, &exclude, options.mirror, argv.clone());
     match retry(options, attempt).await {
-        Ok(((files, bytes), attempts)) => Ok(CopyReport {
-            files,
-            bytes,
-            duration: started.elapsed(),
-            attempts,
-        }),
+        Ok(((files, bytes, recorded), attempts)) => Ok((
+            CopyReport {
+                files,
+                bytes,
+                duration: started.elapsed(),
+                attempts,
+            },
+            recorded,
+        )),
         Err((failure, attempts)) => Err(CopyError::CopyOut {
             remote_dir: remote_dir.to_owned(),
             local_dir: local_dir.to_path_buf(),
@@ -569,7 +606,7 @@ async fn copy_out_attempt<R: Remote>(
     exclude: &Exclude,
     mirror: bool,
     argv: Vec<String>,
-) -> Result<(usize, u64), AttemptFailure> {
+) -> Result<(usize, u64, Recorded), AttemptFailure> {
     tokio::fs::create_dir_all(local_dir)
         .await
         .map_err(|source| {
@@ -634,7 +671,7 @@ async fn copy_out_attempt<R: Remote>(
             .map_err(AttemptFailure::Unpack)?;
             debug!(removed, "mirrored: removed what the source no longer has");
         }
-        Ok((unpacked.files.len(), unpacked.bytes))
+        Ok((unpacked.files.len(), unpacked.bytes, unpacked.recorded))
     } else {
         Err(AttemptFailure::Mismatch {
             checked: listed.len(),

@@ -229,3 +229,102 @@ async fn step_registry_credentials_become_the_pull_secret() {
     // (The job itself has no registry credentials in this setup, so nothing may remain.)
     assert!(left.is_empty(), "step secrets left behind: {left:?}");
 }
+
+/// An action image that makes restrictive files in the workspace, as a root step does: a `0600`
+/// file, a `0700` directory with a `0600` file in it, and a file given to uid 4242.
+const MAKER_IMAGE: &str = "ghcr.io/octo-org/restrictive-maker:v1";
+/// An action image that reports what it finds of them.
+const READER_IMAGE: &str = "ghcr.io/octo-org/restrictive-reader:v1";
+
+/// `stat` of the restrictive files (mode, owner), then their contents.
+const REPORT: &str = "cd \"$1\" && stat -c '%n %a %u' secret.txt private private/inside.txt theirs.txt && cat secret.txt private/inside.txt theirs.txt";
+
+/// Copy mode used to lose a step's restrictive files: the copy helpers ran as uid 1001 and could
+/// not read what a root step kept to itself (the copy back failed), and owners were lost on the
+/// way through the runner. Now the next container step and the next script step see them with
+/// their modes and owners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restrictive_files_of_a_root_container_step_reach_the_next_steps_in_copy_mode() {
+    let (cluster, runner, state) = setup(Mode::Copy).await;
+    let rootfs = runner.work.join("action-rootfs");
+    let make = r#"set -e
+cd /github/workspace
+umask 022
+/busybox id -u
+echo secret > secret.txt
+/busybox chmod 600 secret.txt
+/busybox mkdir private
+echo inside > private/inside.txt
+/busybox chmod 600 private/inside.txt
+/busybox chmod 700 private
+echo theirs > theirs.txt
+/busybox chmod 640 theirs.txt
+/busybox chown 4242:4242 theirs.txt"#;
+    cluster.images().register(
+        MAKER_IMAGE,
+        ImageSpec::host(&[])
+            .with_entrypoint(&["/busybox", "sh", "-c", make, "maker"])
+            .with_rootfs(&rootfs),
+    );
+    let read = format!(
+        "PATH=/; {}",
+        REPORT
+            .replace("stat ", "/busybox stat ")
+            .replace("cat ", "/busybox cat ")
+    );
+    cluster.images().register(
+        READER_IMAGE,
+        ImageSpec::host(&[])
+            .with_entrypoint(&["/busybox", "sh", "-c", &read, "reader", "/github/workspace"])
+            .with_rootfs(&rootfs),
+    );
+    let expected = "secret.txt 600 0\nprivate 700 0\nprivate/inside.txt 600 0\ntheirs.txt 640 4242\nsecret\ninside\ntheirs\n";
+
+    let output = runner
+        .run(&container_step(&runner, &state, MAKER_IMAGE, "0"), &[])
+        .await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "the maker step:\n{stdout}{stderr}");
+    assert!(stdout.starts_with("0\n"), "the step runs as root: {stdout}");
+    // The runner keeps the modes (not the owners: it cannot chown) and can read everything.
+    let ws = runner.workspace();
+    for (file, mode) in [
+        ("secret.txt", 0o600),
+        ("private", 0o700),
+        ("private/inside.txt", 0o600),
+        ("theirs.txt", 0o640),
+    ] {
+        let meta = std::fs::metadata(ws.join(file)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+            mode,
+            "{file} on the runner side"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(ws.join("private/inside.txt")).unwrap(),
+        "inside\n"
+    );
+
+    // The next step is another container step: it gets modes and owners from the job pod.
+    let output = runner
+        .run(&container_step(&runner, &state, READER_IMAGE, "0"), &[])
+        .await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the reader step:\n{stdout}{stderr}"
+    );
+    assert_eq!(stdout, expected, "in the next container step");
+
+    // Then a script step in the job container (root).
+    let (step, _) = runner.script_step(&format!("set -- \"$PWD\"\n{REPORT}\n"), json!({}), &state);
+    let output = runner.run(&step, &[]).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the script step:\n{stdout}{stderr}"
+    );
+    assert_eq!(stdout, expected, "in the job container");
+    assert_eq!(step_pods_left(&cluster).await, 0, "step pods are deleted");
+}

@@ -1533,3 +1533,108 @@ async fn an_image_can_bring_its_own_root_filesystem() {
         "bin dev proc sys tmp no-etc\n"
     );
 }
+
+/// Containers and execs run as their `securityContext` says, so file permissions are real:
+/// `runAsUser`/`runAsGroup` (container over pod), `fsGroup` as a supplementary group and the
+/// group (setgid) of emptyDirs, root when nothing is set, and the capability bounding set
+/// (containerd's defaults, minus `drop`, plus `add`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_run_as_their_security_context_and_permissions_are_real() {
+    if !nix_like_root() {
+        eprintln!("skipped: identities are only switched when the tests run as root");
+        return;
+    }
+    let (_cluster, pods) = cluster().await;
+    let keep = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
+    let pod = pod_from(json!({
+        "metadata": {"name": "ids"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsUser": 2000, "runAsGroup": 2000, "fsGroup": 3000},
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [
+                {"name": "user", "image": "busybox", "command": ["sh", "-c", keep],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "root", "image": "busybox", "command": ["sh", "-c", keep],
+                 "securityContext": {"runAsUser": 0, "runAsGroup": 0},
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "nocaps", "image": "busybox", "command": ["sh", "-c", keep],
+                 "securityContext": {"runAsUser": 0, "runAsGroup": 0,
+                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "some", "image": "busybox", "command": ["sh", "-c", keep],
+                 "securityContext": {"runAsUser": 0, "runAsGroup": 0,
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}},
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+            ],
+        },
+    }));
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create");
+    wait_for(&pods, "ids", conditions::is_pod_running()).await;
+    let run = async |container: &str, script: &str| -> (String, i32) {
+        let mut attached = pods
+            .exec(
+                "ids",
+                ["sh", "-c", script],
+                &AttachParams::default()
+                    .container(container)
+                    .stdin(false)
+                    .stderr(false),
+            )
+            .await
+            .expect("exec");
+        let mut out = String::new();
+        attached
+            .stdout()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .await
+            .expect("read");
+        let status = attached
+            .take_status()
+            .expect("status")
+            .await
+            .expect("a status");
+        let code = if status.status.as_deref() == Some("Success") {
+            0
+        } else {
+            1
+        };
+        (out, code)
+    };
+    // The container's own process too, not only execs.
+    let (out, _) = run(
+        "user",
+        "id -u; id -g; id -G; stat -c '%u %g %a' /proc/1 /data",
+    )
+    .await;
+    assert_eq!(out, "2000\n2000\n2000 3000\n2000 2000 555\n0 3000 2777\n");
+    let (out, code) = run(
+        "user",
+        "umask 077; echo s > /data/secret; mkdir /data/private; stat -c '%u %g %a' /data/secret /data/private",
+    )
+    .await;
+    assert_eq!((out.as_str(), code), ("2000 3000 600\n2000 3000 2700\n", 0));
+    // Root reads what another user keeps private (CAP_DAC_OVERRIDE is a default capability);
+    // without capabilities root is just another user.
+    let (out, code) = run("root", "id -u; cat /data/secret; ls /data/private").await;
+    assert_eq!((out.as_str(), code), ("0\ns\n", 0));
+    let (out, code) = run("some", "id -u; cat /data/secret").await;
+    assert_eq!(
+        (out.as_str(), code),
+        ("0\ns\n", 0),
+        "with only the one capability needed"
+    );
+    let (out, code) = run("nocaps", "id -u; cat /data/secret").await;
+    assert_eq!((out.as_str(), code), ("0\n", 1));
+    let (_, code) = run("user", "touch /data/private/x && chown 0 /data/private/x").await;
+    assert_eq!(code, 1, "a non-root user cannot give files away");
+}
+
+fn nix_like_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}

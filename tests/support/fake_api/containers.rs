@@ -3,8 +3,10 @@
 //! host (emptyDir, PVC, secret, configMap, hostPath), the environment
 //! (`pkg/kubelet/kubelet_pods.go` `makeEnvironmentVariables`, `$(VAR)` expansion of
 //! `third_party/forked/golang/expansion`), the command (the documented command/args ×
-//! ENTRYPOINT/CMD table, `pkg/kubelet/kuberuntime/kuberuntime_container.go`) and the mounts.
-//! Must not: start processes or publish status.
+//! ENTRYPOINT/CMD table, `pkg/kubelet/kuberuntime/kuberuntime_container.go`), the mounts and
+//! the process identity (`runAsUser`/`runAsGroup`/`fsGroup`/`supplementalGroups`, capabilities,
+//! `allowPrivilegeEscalation`: `pkg/kubelet/kuberuntime/security_context.go` and containerd's
+//! default capability set). Must not: start processes or publish status.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +17,135 @@ use serde_json::Value;
 
 use super::Shared;
 use super::images::{ImageSpec, normalize, registry_host};
-use super::sandbox::{Mount, SandboxConfig};
+use super::sandbox::{Identity, Mount, SandboxConfig};
+
+/// containerd's default capability set for a container that is not privileged
+/// (`oci.DefaultSpec` / `pkg/cap`), the same as Docker's.
+const DEFAULT_CAPABILITIES: &[&str] = &[
+    "chown",
+    "dac_override",
+    "fsetid",
+    "fowner",
+    "mknod",
+    "net_raw",
+    "setgid",
+    "setuid",
+    "setfcap",
+    "setpcap",
+    "net_bind_service",
+    "sys_chroot",
+    "kill",
+    "audit_write",
+];
+
+/// Who `container` runs as: its own `securityContext` over the pod's, else the image's user
+/// (our test images set none: root, group 0). The pod's `fsGroup` and `supplementalGroups`
+/// are supplementary groups of every container.
+pub fn identity(pod: &Pod, container: &Container) -> Identity {
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = container.security_context.as_ref();
+    let id = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+    let uid = id(sc.and_then(|s| s.run_as_user))
+        .or_else(|| id(pod_sc.and_then(|s| s.run_as_user)))
+        .unwrap_or(0);
+    let gid = id(sc.and_then(|s| s.run_as_group))
+        .or_else(|| id(pod_sc.and_then(|s| s.run_as_group)))
+        .unwrap_or(0);
+    let mut groups: Vec<u32> = pod_sc
+        .and_then(|s| s.supplemental_groups.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|g| u32::try_from(g).ok())
+        .chain(id(pod_sc.and_then(|s| s.fs_group)))
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let name = |c: &String| {
+        let c = c.to_ascii_lowercase();
+        c.strip_prefix("cap_").map(str::to_owned).unwrap_or(c)
+    };
+    let capabilities = if sc.and_then(|s| s.privileged) == Some(true) {
+        None
+    } else {
+        let caps = sc.and_then(|s| s.capabilities.as_ref());
+        let drop: Vec<String> = caps
+            .and_then(|c| c.drop.as_ref())
+            .into_iter()
+            .flatten()
+            .map(name)
+            .collect();
+        let mut set: Vec<String> = if drop.iter().any(|d| d == "all") {
+            Vec::new()
+        } else {
+            DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .filter(|c| !drop.contains(c))
+                .collect()
+        };
+        for add in caps.and_then(|c| c.add.as_ref()).into_iter().flatten() {
+            let add = name(add);
+            if !set.contains(&add) {
+                set.push(add);
+            }
+        }
+        Some(set)
+    };
+    Identity {
+        uid,
+        gid,
+        groups,
+        capabilities,
+        no_new_privs: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+    }
+}
+
+/// The pod's `fsGroup`, if any.
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.fs_group)
+        .and_then(|g| u32::try_from(g).ok())
+}
+
+/// The kubelet's `SetVolumeOwnership` (`pkg/volume/volume_linux.go`): every entry gets the
+/// group `fs_group` and `rw` for the group (`r` when read-only), directories also `x` and
+/// setgid, so what is created later inherits the group. Symlinks are left alone. With
+/// `OnRootMismatch` nothing changes when the root already has the group and the bits.
+fn set_volume_ownership(dir: &Path, fs_group: u32, read_only: bool, policy: Option<&str>) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mask = if read_only { 0o440 } else { 0o660 };
+    let dir_mask = mask | 0o2000 | 0o110;
+    if policy == Some("OnRootMismatch")
+        && std::fs::metadata(dir)
+            .is_ok_and(|m| m.gid() == fs_group && m.mode() & dir_mask == dir_mask)
+    {
+        return;
+    }
+    fn walk(path: &Path, gid: u32, mask: u32, dir_mask: u32) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if meta.file_type().is_symlink() {
+            return;
+        }
+        let _ = std::os::unix::fs::lchown(path, None, Some(gid));
+        let add = if meta.is_dir() { dir_mask } else { mask };
+        let _ = std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode((meta.permissions().mode() & 0o7777) | add),
+        );
+        if meta.is_dir()
+            && let Ok(entries) = std::fs::read_dir(path)
+        {
+            for entry in entries.flatten() {
+                walk(&entry.path(), gid, mask, dir_mask);
+            }
+        }
+    }
+    walk(dir, fs_group, mask, dir_mask);
+}
 
 /// Why an image cannot be had.
 pub enum PullError {
@@ -140,7 +270,16 @@ pub fn setup_volumes(
             |why: String| format!("MountVolume.SetUp failed for volume \"{name}\" : {why}");
         let io = |e: std::io::Error| failed(e.to_string());
         let entry = if volume.empty_dir.is_some() {
-            std::fs::create_dir_all(&own_dir).map_err(io)?;
+            // An emptyDir on disk is made 0777 (`pkg/volume/emptydir/empty_dir.go`), then gets
+            // the pod's fsGroup.
+            if !own_dir.exists() {
+                std::fs::create_dir_all(&own_dir).map_err(io)?;
+                std::fs::set_permissions(&own_dir, std::fs::Permissions::from_mode(0o777))
+                    .map_err(io)?;
+                if let Some(gid) = fs_group(pod) {
+                    set_volume_ownership(&own_dir, gid, false, None);
+                }
+            }
             VolumeDir {
                 host: own_dir,
                 read_only: false,
@@ -148,6 +287,14 @@ pub fn setup_volumes(
         } else if let Some(claim) = &volume.persistent_volume_claim {
             let dir = shared.pvc_dir(namespace, &claim.claim_name);
             std::fs::create_dir_all(&dir).map_err(io)?;
+            if let Some(gid) = fs_group(pod) {
+                let policy = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.security_context.as_ref())
+                    .and_then(|s| s.fs_group_change_policy.as_deref());
+                set_volume_ownership(&dir, gid, claim.read_only == Some(true), policy);
+            }
             VolumeDir {
                 host: dir,
                 read_only: claim.read_only == Some(true),
@@ -526,10 +673,27 @@ pub fn sandbox_config(
         let host = if sub_path.is_empty() {
             volume.host.clone()
         } else {
-            // The kubelet creates a missing subPath as a directory.
+            // The kubelet creates a missing subPath as a directory with the mode of the
+            // volume's root (`pkg/kubelet/kubelet_pods.go` `makeMounts`, `SafeMakeDir`), as
+            // root; a setgid root passes its group on.
             let host = volume.host.join(&sub_path);
             if !host.exists() {
+                let mode = std::fs::metadata(&volume.host)
+                    .map(|m| m.permissions().mode() & 0o7777)
+                    .unwrap_or(0o755);
+                let mut missing = Vec::new();
+                let mut at = host.as_path();
+                while !at.exists() {
+                    missing.push(at.to_path_buf());
+                    match at.parent() {
+                        Some(parent) => at = parent,
+                        None => break,
+                    }
+                }
                 std::fs::create_dir_all(&host).map_err(|e| e.to_string())?;
+                for dir in missing {
+                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+                }
             }
             host
         };
@@ -561,6 +725,7 @@ pub fn sandbox_config(
         workdir,
         argv,
         hostname,
+        identity: identity(pod, container),
     })
 }
 

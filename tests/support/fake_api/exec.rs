@@ -263,6 +263,7 @@ async fn session(
             running.ns_pid,
             &running.workdir,
             &running.env,
+            &running.identity,
             &options.argv,
             options.stdin,
         )

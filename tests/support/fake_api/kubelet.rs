@@ -128,6 +128,8 @@ pub struct Running {
     pub ns_pid: i32,
     pub env: Vec<(String, String)>,
     pub workdir: String,
+    /// Who execs run as: the container's own identity, as `runc exec` uses the container's.
+    pub identity: super::sandbox::Identity,
 }
 
 #[derive(Default)]
@@ -663,6 +665,7 @@ async fn run_container(
             ns_pid,
             env: config.env.clone(),
             workdir: config.workdir.clone(),
+            identity: config.identity.clone(),
         });
     }
     let started = Timestamp::now();

@@ -40,7 +40,11 @@
 //! `restartPolicy: Always` are plain init containers; enough for a hook); no probes (ready =
 //! running); the rootfs is read-only (writes outside volumes, `/tmp` and new directories fail
 //! with EROFS where a real container has a writable layer: bubblewrap 0.8 has no overlay);
-//! `runAsUser`/`fsGroup` are ignored (processes run as the test's user); pods share the host
+//! processes run as the container's `runAsUser`/`runAsGroup` (else root: test images set no
+//! `USER`) with `fsGroup`/`supplementalGroups` as supplementary groups, the capability bounding
+//! set (containerd's defaults, `drop`/`add`, `privileged`) and `no_new_privs`, but only when the
+//! tests run as root (otherwise as the test's user; no LSM or seccomp profile either); emptyDirs
+//! and claims get the `fsGroup` (group, setgid) as the kubelet gives them; pods share the host
 //! network (podIP = node IP); no service-account token is injected and projected/downwardAPI
 //! volumes are empty; PVCs bind at once; strategic-merge and apply patches are applied as JSON
 //! merge patches, JSON patch is 415; `continue` tokens page the current state, not a snapshot;

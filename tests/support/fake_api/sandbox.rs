@@ -10,6 +10,14 @@
 //! The process is PID 1 of its own PID namespace (`--as-pid-1`), so, as in a real container,
 //! SIGTERM is ignored unless it installs a handler, and its exit takes every exec'd process
 //! with it. Must not: decide pod state (kubelet.rs) or speak HTTP.
+//!
+//! Identity: as root, the process (and every exec) runs as the container's [`Identity`]: uid,
+//! gid, supplementary groups, capability bounding set and `no_new_privs`, as runc sets them
+//! from the OCI spec the kubelet built. Bubblewrap can only change the uid inside a user
+//! namespace, which would show every other owner as `nobody`; so the sandbox keeps the host's
+//! ids and the command is started through the host's util-linux `setpriv`, bound with its
+//! libraries and dynamic loader into `/.fake-kubelet` (the image may have no `setpriv`, or no
+//! libc at all). Not as root, the identity is ignored (there is nothing to switch to).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -37,6 +45,110 @@ pub struct SandboxConfig {
     pub workdir: String,
     pub argv: Vec<String>,
     pub hostname: String,
+    pub identity: Identity,
+}
+
+/// Who a container's processes run as (the OCI `process.user` and capabilities runc applies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (`fsGroup`, `supplementalGroups`).
+    pub groups: Vec<u32>,
+    /// The capability bounding set (lowercase names without `cap_`); `None`: all (privileged).
+    pub capabilities: Option<Vec<String>>,
+    /// `allowPrivilegeEscalation: false`.
+    pub no_new_privs: bool,
+}
+
+/// Where the identity switcher is bound inside the sandbox.
+const HELPER_DIR: &str = "/.fake-kubelet";
+
+/// The host's `setpriv` and what it needs to run in any rootfs: the dynamic loader and the
+/// libraries `ldd` names.
+#[derive(Clone, Debug)]
+struct Switcher {
+    setpriv: PathBuf,
+    loader: PathBuf,
+    libraries: Vec<PathBuf>,
+}
+
+impl Switcher {
+    fn find(setpriv: PathBuf) -> Result<Self, String> {
+        let out = std::process::Command::new("ldd")
+            .arg(&setpriv)
+            .output()
+            .map_err(|e| format!("ldd {}: {e}", setpriv.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut loader = None;
+        let mut libraries = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some((_, rest)) = line.split_once("=> ") {
+                if let Some(path) = rest
+                    .split_whitespace()
+                    .next()
+                    .filter(|p| p.starts_with('/'))
+                {
+                    libraries.push(PathBuf::from(path));
+                }
+            } else if line.starts_with('/') {
+                loader = line.split_whitespace().next().map(PathBuf::from);
+            }
+        }
+        let loader =
+            loader.ok_or_else(|| format!("no dynamic loader for {}", setpriv.display()))?;
+        Ok(Self {
+            setpriv,
+            loader,
+            libraries,
+        })
+    }
+
+    /// The argv prefix that runs the rest as `identity`.
+    fn prefix(identity: &Identity) -> Vec<String> {
+        let mut argv = vec![
+            format!("{HELPER_DIR}/ld.so"),
+            "--library-path".to_owned(),
+            HELPER_DIR.to_owned(),
+            format!("{HELPER_DIR}/setpriv"),
+            format!("--reuid={}", identity.uid),
+            format!("--regid={}", identity.gid),
+        ];
+        if identity.groups.is_empty() {
+            argv.push("--clear-groups".to_owned());
+        } else {
+            let groups: Vec<String> = identity.groups.iter().map(u32::to_string).collect();
+            argv.push(format!("--groups={}", groups.join(",")));
+        }
+        if let Some(caps) = &identity.capabilities {
+            let mut set = "-all".to_owned();
+            for cap in caps {
+                set.push_str(",+");
+                set.push_str(cap);
+            }
+            argv.push(format!("--bounding-set={set}"));
+        }
+        argv.push("--inh-caps=-all".to_owned());
+        if identity.no_new_privs {
+            argv.push("--no-new-privs".to_owned());
+        }
+        argv.push("--".to_owned());
+        argv
+    }
+
+    /// The binds of the helper directory, as rootfs nodes.
+    fn nodes(&self) -> BTreeMap<OsString, Node> {
+        let mut dir = BTreeMap::new();
+        dir.insert(OsString::from("ld.so"), Node::Bind(self.loader.clone()));
+        dir.insert(OsString::from("setpriv"), Node::Bind(self.setpriv.clone()));
+        for library in &self.libraries {
+            if let Some(name) = library.file_name() {
+                dir.insert(name.to_owned(), Node::Bind(library.clone()));
+            }
+        }
+        dir
+    }
 }
 
 /// Absolute paths of the tools, found once (the container's PATH must not decide which host
@@ -47,6 +159,8 @@ pub struct Tools {
     nsenter: PathBuf,
     /// Not root: bubblewrap needs a user namespace, and nsenter must join it.
     rootless: bool,
+    /// As root: runs processes as the container's identity.
+    switcher: Option<Switcher>,
 }
 
 impl Tools {
@@ -62,10 +176,16 @@ impl Tools {
                 })
         };
         let rootless = std::fs::metadata("/proc/self").map_or(true, |m| m.uid() != 0);
+        let switcher = if rootless {
+            None
+        } else {
+            Some(Switcher::find(search("setpriv")?)?)
+        };
         Ok(Self {
             bwrap: search("bwrap")?,
             nsenter: search("nsenter")?,
             rootless,
+            switcher,
         })
     }
 
@@ -74,7 +194,7 @@ impl Tools {
     pub fn container_command(&self, config: &SandboxConfig) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.bwrap);
         command
-            .args(bwrap_args(config, self.rootless))
+            .args(bwrap_args(config, self.switcher.as_ref()))
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -90,6 +210,7 @@ impl Tools {
         ns_pid: i32,
         workdir: &str,
         env: &[(String, String)],
+        identity: &Identity,
         argv: &[String],
         stdin: bool,
     ) -> tokio::process::Command {
@@ -103,6 +224,12 @@ impl Tools {
             // Opened through the target's root, so it names the directory in the container.
             .arg(format!("--wd=/proc/{ns_pid}/root{workdir}"))
             .arg("--")
+            .args(
+                self.switcher
+                    .as_ref()
+                    .map(|_| Switcher::prefix(identity))
+                    .unwrap_or_default(),
+            )
             .args(argv)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -245,10 +372,17 @@ pub fn host_path(config: &SandboxConfig, path: &str) -> PathBuf {
 }
 
 /// The bubblewrap arguments for a container.
-pub fn bwrap_args(config: &SandboxConfig, rootless: bool) -> Vec<OsString> {
+fn bwrap_args(config: &SandboxConfig, switcher: Option<&Switcher>) -> Vec<OsString> {
+    let rootless = switcher.is_none();
     let mut root = list(&config.rootfs);
     for special in ["proc", "dev", "sys", "tmp"] {
         root.remove(&OsString::from(special));
+    }
+    if let Some(switcher) = switcher {
+        root.insert(
+            OsString::from(HELPER_DIR.trim_start_matches('/')),
+            Node::Dir(switcher.nodes()),
+        );
     }
     let mut mounts = config.mounts.clone();
     // Parents before children (the kubelet sorts mounts so; bwrap needs it).
@@ -328,6 +462,13 @@ pub fn bwrap_args(config: &SandboxConfig, rootless: bool) -> Vec<OsString> {
         args.push(value.into());
     }
     args.push("--".into());
+    if switcher.is_some() {
+        args.extend(
+            Switcher::prefix(&config.identity)
+                .into_iter()
+                .map(OsString::from),
+        );
+    }
     args.extend(config.argv.iter().map(OsString::from));
     args
 }
