@@ -10,7 +10,9 @@ want=(bubblewrap busybox-static hyperfine nodejs)
 # registry (run by hand on 127.0.0.1, never as the package's service: policy-rc.d keeps it
 # stopped), subordinate ids (uidmap: newuidmap/newgidmap), a busybox base image made without
 # internet, and the tools for a TLS + basic-auth registry and for asking it for digests.
-# See shared/reference/build-lab.md §1, §9 for why exactly these.
+# `--no-install-recommends` keeps the set minimal. fuse-overlayfs (a Recommends of buildah) is
+# deliberately neither installed nor removed: the build tests pass with and without it
+# (docs/developer/testing.md, "Real build tests").
 build=(buildah docker-registry uidmap busybox-static apache2-utils openssl curl ca-certificates)
 case "${1:-test}" in
   test) want+=("${build[@]}") ;;

@@ -13,11 +13,15 @@
 //!    that a build pod does not have; build-lab §4) and a `storage.conf` of its own, so image
 //!    defaults such as the official image's `mount_program = fuse-overlayfs` (which needs
 //!    `/dev/fuse`) do not apply;
-//! 5. chooses the storage driver: with `overlay`, it asks `buildah info` to initialise an
-//!    overlay store at the real storage root. That runs c/storage's own support check (the
-//!    kernel, the backing filesystem: `'overlay' is not supported over overlayfs`) in the same
-//!    user namespace the build will use, which a hand-written probe could only imitate. On
-//!    failure it logs the reason and uses vfs;
+//! 5. chooses the storage driver: with `overlay`, it probes what the build will really use, at
+//!    the real storage root and in the same user namespace: `buildah from scratch`, then
+//!    `buildah copy` into it, which mounts the container as the build's first step does. A
+//!    support check alone is not enough: where native overlay cannot work (the kernel, or the
+//!    backing filesystem is itself an overlayfs) and `fuse-overlayfs` is installed, c/storage
+//!    quietly makes it overlay's mount program, the check passes, and only the mount fails
+//!    (`fuse: failed to open /dev/fuse: Permission denied` where the build user cannot open
+//!    `/dev/fuse`). On any failure of the probe the script logs one line with the reason
+//!    ([`FALLBACK_REASON`]) and uses vfs;
 //! 6. `buildah build` → `buildah push --digestfile` → writes `<image>@<digest>` to
 //!    [`BuildSpec::result_path`] (the termination message in a pod).
 //!
@@ -28,6 +32,14 @@
 
 use super::{BuildSpec, LOG_PREFIX, StorageDriver, exit};
 use crate::shell::quote;
+
+/// Shell function: the one line of a failed overlay probe's output that says why, for the
+/// fallback's log line. libfuse's own line first (`fuse: failed to open /dev/fuse: Permission
+/// denied`, `fuse: device not found, ...`): when containers/storage uses fuse-overlayfs as
+/// overlay's mount program, Buildah's `Error:` line only names the mount and the program, and
+/// the reason follows on later lines. Else Buildah's first `Error` line (`Error: 'overlay' is
+/// not supported over overlayfs, ...`), else the last line that is not blank.
+const FALLBACK_REASON: &str = r#"fallback_reason() { printf '%s\n' "$1" | grep -m 1 '^fuse: ' || printf '%s\n' "$1" | grep -m 1 '^Error' || printf '%s\n' "$1" | grep -v '^[[:space:]]*$' | tail -n 1; }"#;
 
 /// The container command or local argv: `["sh", "-c", <script>]`.
 pub fn argv(spec: &BuildSpec) -> Vec<String> {
@@ -140,15 +152,27 @@ pub fn script(spec: &BuildSpec) -> String {
     ));
     match spec.storage.driver {
         StorageDriver::Overlay => {
-            line("driver=overlay");
+            // The probe does what the build does first: create a container and mount it (the
+            // copy mounts it), with the same storage, user namespace and mount program. The
+            // script runs with `set -e`, also inside the command substitution: each failure
+            // is caught explicitly so that the container is always removed.
+            let overlay = format!("buildah {storage} --storage-driver overlay");
+            line("probe_overlay() {");
             line(&format!(
-                "if ! probe=$(buildah {storage} --storage-driver overlay info 2>&1 >/dev/null); then"
+                "  ctr=$({overlay} from --quiet scratch) || return 1"
             ));
-            // Buildah prints `Error: <reason>`, then a logrus warning repeating it.
+            line(&format!(
+                "  {overlay} copy --quiet \"$ctr\" {dockerfile} /.runner-k8s-hook-probe >/dev/null && rc=0 || rc=$?"
+            ));
+            line(&format!("  {overlay} rm \"$ctr\" >/dev/null 2>&1 || true"));
+            line("  return $rc");
+            line("}");
+            line(FALLBACK_REASON);
+            line("driver=overlay");
+            line("if ! probe=$(probe_overlay 2>&1); then");
             line(
-                "  reason=$(printf '%s\\n' \"$probe\" | grep -m 1 '^Error' || printf '%s\\n' \"$probe\" | tail -n 1)",
+                "  say \"overlay storage does not work here, falling back to vfs: $(fallback_reason \"$probe\")\"",
             );
-            line("  say \"overlay storage does not work here, falling back to vfs: $reason\"");
             line("  driver=vfs");
             line("fi");
         }
@@ -275,7 +299,7 @@ mod tests {
         vfs.wait_for = None;
         vfs.auth_source = None;
         let text = script(&vfs);
-        assert!(!text.contains(" info "), "no overlay probe with vfs");
+        assert!(!text.contains("probe_overlay"), "no overlay probe with vfs");
         assert!(!text.contains("--digestfile"), "no push with push = false");
         assert!(text.contains("'{\"auths\":{}}'"));
     }
@@ -308,7 +332,8 @@ mod tests {
     }
 
     /// A `buildah` stand-in that records each call's argv (NUL-separated) and the environment
-    /// the script exports, writes a digest for `--digestfile`, and fails `info` when asked to.
+    /// the script exports, writes a digest for `--digestfile`, and fails the overlay probe's mount
+    /// (`copy`) with `$FAKE_PROBE_ERROR` when that is set.
     const FAKE_BUILDAH: &str = r#"#!/bin/sh
 { printf '%s\0' '--call--'; for a in "$@"; do printf '%s\0' "$a"; done; } >>"$FAKE_LOG"
 prev=
@@ -318,7 +343,8 @@ for a in "$@"; do
 done
 case " $* " in
   *" --version "*) echo "buildah version 0.0-fake" ;;
-  *" info "*) if [ -n "${FAKE_NO_OVERLAY:-}" ]; then echo "Error: 'overlay' is not supported over overlayfs" >&2; exit 1; fi ;;
+  *" from "*) echo fake-container ;;
+  *" copy "*) if [ -n "${FAKE_PROBE_ERROR:-}" ]; then printf '%s\n' "$FAKE_PROBE_ERROR" >&2; exit 1; fi ;;
   *" build "*) printf '%s\n' "$REGISTRY_AUTH_FILE" "$BUILDAH_ISOLATION" "$CONTAINERS_STORAGE_CONF" >"$FAKE_ENV"; echo "STEP 1/1: FROM scratch" ;;
 esac
 "#;
@@ -346,7 +372,7 @@ esac
     fn run_with_fake_buildah(
         spec: &BuildSpec,
         dir: &Path,
-        no_overlay: bool,
+        probe_error: Option<&str>,
     ) -> (std::process::Output, Vec<Vec<String>>) {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -363,8 +389,8 @@ esac
             .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
             .env("FAKE_LOG", &log)
             .env("FAKE_ENV", dir.join("env"));
-        if no_overlay {
-            command.env("FAKE_NO_OVERLAY", "1");
+        if let Some(text) = probe_error {
+            command.env("FAKE_PROBE_ERROR", text);
         }
         let output = command.output().unwrap();
         let calls = if log.exists() {
@@ -393,7 +419,7 @@ esac
         .unwrap();
         std::fs::write(spec.wait_for.as_ref().unwrap(), "").unwrap();
 
-        let (output, calls) = run_with_fake_buildah(&spec, dir, false);
+        let (output, calls) = run_with_fake_buildah(&spec, dir, None);
         let log = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{log}");
         let pwned: Vec<_> = walk(dir)
@@ -421,7 +447,25 @@ esac
         assert_eq!(
             calls,
             vec![
-                with_storage("overlay", &["info".to_owned()]),
+                with_storage(
+                    "overlay",
+                    &[
+                        "from".to_owned(),
+                        "--quiet".to_owned(),
+                        "scratch".to_owned()
+                    ]
+                ),
+                with_storage(
+                    "overlay",
+                    &[
+                        "copy".to_owned(),
+                        "--quiet".to_owned(),
+                        "fake-container".to_owned(),
+                        format!("{}/{}", spec.context_dir, spec.dockerfile),
+                        "/.runner-k8s-hook-probe".to_owned(),
+                    ]
+                ),
+                with_storage("overlay", &["rm".to_owned(), "fake-container".to_owned()]),
                 vec!["--version".to_owned()],
                 with_storage(
                     "overlay",
@@ -515,30 +559,91 @@ esac
         }
     }
 
+    /// What Buildah 1.28 prints when the overlay probe's mount fails, in the two ways this
+    /// machine class shows: native overlay on an overlayfs with no mount program, and
+    /// fuse-overlayfs (chosen by containers/storage) without access to `/dev/fuse`.
+    const OVER_OVERLAYFS: &str = "Error: 'overlay' is not supported over overlayfs, a mount_program is required: backing file system is unsupported for this graph driver";
+    const FUSE_DENIED: &str = "time=\"2026-12-03T03:12:43Z\" level=error msg=\"Unmounting /s/root/overlay/00f8/merged: invalid argument\"\nError: mounting new container: creating overlay mount to /s/root/overlay/00f8/merged, mount_data=\"lowerdir=/s/root/overlay/l/BT4F,upperdir=/s/root/overlay/00f8/diff,workdir=/s/root/overlay/00f8/work,,volatile\": using mount program /usr/bin/fuse-overlayfs: unknown argument ignored: lazytime\nunknown argument ignored: \nfuse: failed to open /dev/fuse: Permission denied\nfuse-overlayfs: cannot mount: Permission denied\n: exit status 1";
+
+    /// The reason in the fallback's log line, for each kind of probe output.
     #[test]
-    fn overlay_falls_back_to_vfs_with_a_log_line() {
-        let tmp = tempfile::tempdir().unwrap();
-        let spec = plain_spec(tmp.path());
-        std::fs::create_dir_all(&spec.context_dir).unwrap();
-        std::fs::write(format!("{}/Dockerfile", spec.context_dir), "FROM scratch\n").unwrap();
-        let (output, calls) = run_with_fake_buildah(&spec, tmp.path(), true);
-        let log = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{log}");
-        assert!(
-            log.contains("[runner-k8s-hook] overlay storage does not work here, falling back to vfs: Error: 'overlay' is not supported over overlayfs"),
-            "{log}"
-        );
-        assert!(log.contains("storage driver: vfs"), "{log}");
-        assert!(
-            calls[2]
-                .windows(2)
-                .any(|w| w == ["--storage-driver", "vfs"]),
-            "{calls:?}"
+    fn the_fallback_reason_is_the_line_that_says_why() {
+        let reason = |text: &str| {
+            let output = Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("{FALLBACK_REASON}\nfallback_reason \"$1\""),
+                    "sh",
+                    text,
+                ])
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap()
+        };
+        assert_eq!(
+            reason(FUSE_DENIED),
+            "fuse: failed to open /dev/fuse: Permission denied\n"
         );
         assert_eq!(
-            std::fs::read_to_string(format!("{}/auth.json", spec.work_dir)).unwrap(),
-            "{\"auths\":{}}\n"
+            reason(
+                "fuse: device not found, try 'modprobe fuse' first\nfuse-overlayfs: cannot mount: No such file or directory"
+            ),
+            "fuse: device not found, try 'modprobe fuse' first\n"
         );
+        assert_eq!(reason(OVER_OVERLAYFS), format!("{OVER_OVERLAYFS}\n"));
+        assert_eq!(
+            reason("level=warning msg=\"something\"\nError: cannot set up namespace\nmore"),
+            "Error: cannot set up namespace\n"
+        );
+        assert_eq!(reason("first\nlast words\n\n  \n"), "last words\n");
+    }
+
+    #[test]
+    fn overlay_falls_back_to_vfs_with_one_log_line() {
+        for (probe_error, why) in [
+            (OVER_OVERLAYFS, OVER_OVERLAYFS),
+            (
+                FUSE_DENIED,
+                "fuse: failed to open /dev/fuse: Permission denied",
+            ),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let spec = plain_spec(tmp.path());
+            std::fs::create_dir_all(&spec.context_dir).unwrap();
+            std::fs::write(format!("{}/Dockerfile", spec.context_dir), "FROM scratch\n").unwrap();
+            let (output, calls) = run_with_fake_buildah(&spec, tmp.path(), Some(probe_error));
+            let log = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "{log}");
+            let fallback: Vec<&str> = log.lines().filter(|l| l.contains("falling back")).collect();
+            assert_eq!(
+                fallback,
+                [format!(
+                    "[runner-k8s-hook] overlay storage does not work here, falling back to vfs: {why}"
+                )],
+                "{log}"
+            );
+            // The probe's own output stays out of the log: one line says why.
+            assert!(!log.contains("exit status 1"), "{log}");
+            assert!(log.contains("storage driver: vfs"), "{log}");
+            // from, copy, rm (the probe), --version, then the build with vfs.
+            let build = calls
+                .iter()
+                .find(|c| c.contains(&"build".to_owned()))
+                .expect("a build call");
+            assert!(
+                build.windows(2).any(|w| w == ["--storage-driver", "vfs"]),
+                "{calls:?}"
+            );
+            assert!(
+                calls[2].contains(&"rm".to_owned()),
+                "the probe removes its container: {calls:?}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(format!("{}/auth.json", spec.work_dir)).unwrap(),
+                "{\"auths\":{}}\n"
+            );
+        }
     }
 
     #[test]
@@ -546,7 +651,7 @@ esac
         let tmp = tempfile::tempdir().unwrap();
         let spec = plain_spec(tmp.path());
         std::fs::create_dir_all(&spec.context_dir).unwrap();
-        let (output, calls) = run_with_fake_buildah(&spec, tmp.path(), false);
+        let (output, calls) = run_with_fake_buildah(&spec, tmp.path(), None);
         assert_eq!(output.status.code(), Some(exit::DOCKERFILE_MISSING));
         let log = String::from_utf8_lossy(&output.stdout);
         assert!(
