@@ -318,7 +318,11 @@ mod tests {
             assert_eq!(tolerates(&toleration, &runners), expected, "{toleration:?}");
         }
         let soft = taint("spot", "", "PreferNoSchedule");
-        assert_eq!(untolerated(&[soft.clone()], &[]), None, "only a score");
+        assert_eq!(
+            untolerated(std::slice::from_ref(&soft), &[]),
+            None,
+            "only a score"
+        );
         let hard = [soft, runners.clone()];
         assert_eq!(untolerated(&hard, &[]), Some(&runners));
         assert_eq!(
