@@ -451,10 +451,12 @@ async fn run_in_pod(
         .hook_template()
         .context("the hook template is unusable")?;
     // In a runner pod (the JavaScript action in ARC), the build pod goes with the runner pod.
-    let owner = match &config.runner_pod_name {
-        Some(_) => cluster.owner(cluster.runner_pod().await.as_ref()),
+    // Its tolerations, too, so the build pod may run on the runner's (tainted) node pool.
+    let runner = match &config.runner_pod_name {
+        Some(_) => cluster.runner_pod().await,
         None => None,
     };
+    let owner = cluster.owner(runner.as_ref());
     let spec = pod::build_spec(
         &config.build,
         &scanned.dockerfile,
@@ -467,6 +469,10 @@ async fn run_in_pod(
         owner: owner.as_ref(),
         source: PodContext::Copy(&packed),
         template: template.as_ref(),
+        tolerations: runner
+            .as_ref()
+            .map(|r| r.tolerations.as_slice())
+            .unwrap_or_default(),
     };
     let mut log = tokio::io::stderr();
     tokio::select! {

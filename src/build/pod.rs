@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath,
     LocalObjectReference, PersistentVolumeClaimVolumeSource, Pod, PodSpec, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -52,7 +52,7 @@ use tracing::warn;
 use crate::config::{BuildConfig, BuilderProfile, BuilderResources, RegistryCa};
 use crate::k8s::names::{self, BUILD_CONTAINER};
 use crate::k8s::spec::{
-    Owner, Placement, WORK_VOLUME, node_affinity, object_labels, owner_reference,
+    Owner, Placement, WORK_VOLUME, node_affinity, node_name, object_labels, owner_reference,
 };
 use crate::k8s::template::{self, PodKind, Template, TemplateError};
 
@@ -184,7 +184,7 @@ pub enum ContextSource<'a> {
         claim_name: &'a str,
         /// Relative path of the context in the volume.
         sub_path: &'a str,
-        /// Node affinity, as for step pods.
+        /// Node placement (`nodeName` or preferred affinity), as for step pods.
         placement: &'a Placement,
     },
     /// Copy mode: an emptyDir at [`CONTEXT_DIR`] that the hook fills through the init container
@@ -230,6 +230,9 @@ pub struct BuildPodInput<'a> {
     pub context: ContextSource<'a>,
     /// The hook template (its `$build` entry, labels, annotations and `spec` fields apply).
     pub template: Option<&'a Template>,
+    /// The runner pod's tolerations: the build pod carries them, as job and step pods do, so it
+    /// may run where the runner runs (a tainted runner node pool).
+    pub tolerations: &'a [Toleration],
 }
 
 /// Why the build pod cannot be built.
@@ -302,13 +305,13 @@ pub fn build_pod(input: &BuildPodInput<'_>) -> Result<Pod, BuildPodError> {
         mount(volumes::TMP, TMP_DIR, false),
         mount(volumes::WORK, WORK_DIR, false),
     ];
-    let mut affinity = None;
+    let mut placement = &Placement::Anywhere;
     let mut init_containers = Vec::new();
     match input.context {
         ContextSource::Volume {
             claim_name,
             sub_path,
-            placement,
+            placement: context_placement,
         } => {
             let sub_path = valid_sub_path(sub_path)?;
             volumes.push(Volume {
@@ -326,7 +329,7 @@ pub fn build_pod(input: &BuildPodInput<'_>) -> Result<Pod, BuildPodError> {
                 sub_path,
                 ..mount(WORK_VOLUME, CONTEXT_DIR, true)
             });
-            affinity = node_affinity(placement);
+            placement = context_placement;
         }
         ContextSource::Copy { stage_image } => {
             volumes.push(empty_dir(volumes::CONTEXT));
@@ -431,7 +434,9 @@ pub fn build_pod(input: &BuildPodInput<'_>) -> Result<Pod, BuildPodError> {
                     name: name.to_owned(),
                 }]
             }),
-            affinity,
+            node_name: node_name(placement),
+            affinity: node_affinity(placement),
+            tolerations: (!input.tolerations.is_empty()).then(|| input.tolerations.to_vec()),
             ..Default::default()
         }),
         ..Default::default()
@@ -763,7 +768,20 @@ mod tests {
                 }
             },
             template: case.template.as_ref(),
+            tolerations: &runner_tolerations(),
         })
+    }
+
+    /// The runner pod's tolerations in every fixture: a runner node pool tainted
+    /// `dedicated=runners:NoSchedule`.
+    fn runner_tolerations() -> Vec<Toleration> {
+        vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("runners".into()),
+            effect: Some("NoSchedule".into()),
+            toleration_seconds: None,
+        }]
     }
 
     macro_rules! assert_pod_snapshot {
@@ -1006,12 +1024,46 @@ spec:
         assert_eq!(context.sub_path.as_deref(), Some(SUB_PATH));
         assert!(!mount_paths(&volume).contains_key(SECRET_DIR));
         assert!(!mount_paths(&volume).contains_key(CONTROL_DIR));
-        let affinity = volume.spec.as_ref().unwrap().affinity.clone();
+        let spec = volume.spec.as_ref().unwrap();
         assert_eq!(
-            affinity,
-            node_affinity(&Placement::PinToNode(NODE.into())),
-            "volume mode runs where step pods run"
+            (spec.node_name.as_deref(), spec.affinity.as_ref()),
+            (Some(NODE), None),
+            "volume mode runs where step pods run: bound to the runner's node"
         );
+    }
+
+    /// The build pod carries the runner pod's tolerations in both modes, so a Dockerfile action
+    /// builds on a tainted runner node pool; a template's tolerations are added to them.
+    #[test]
+    fn build_pod_carries_the_runner_tolerations() {
+        for volume in [false, true] {
+            let pod = build(&Case {
+                volume,
+                ..Case::default()
+            })
+            .unwrap();
+            assert_eq!(
+                pod.spec.as_ref().unwrap().tolerations,
+                Some(runner_tolerations()),
+                "volume: {volume}"
+            );
+        }
+        let template = Template::from_yaml(TEMPLATE, "t.yaml").unwrap();
+        let pod = build(&Case {
+            template: Some(template),
+            ..Case::default()
+        })
+        .unwrap();
+        let keys: Vec<&str> = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .tolerations
+            .iter()
+            .flatten()
+            .filter_map(|t| t.key.as_deref())
+            .collect();
+        assert_eq!(keys, ["dedicated", "builds"]);
     }
 
     #[test]
@@ -1038,6 +1090,7 @@ spec:
                 placement: &placement,
             },
             template: None,
+            tolerations: &[],
         };
         let leaked: &'static [String] = Box::leak(command.into_boxed_slice());
         assert!(matches!(

@@ -122,6 +122,7 @@ pub async fn build(
         owner: owner.as_ref(),
         source,
         template: template.as_ref(),
+        tolerations: super::runner_tolerations(runner.as_ref()),
     };
 
     // The build log goes to the step log, folded in a group the runner shows collapsed.

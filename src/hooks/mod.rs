@@ -10,6 +10,7 @@ pub mod run_script_step;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Toleration;
 use tracing::{info, warn};
 
 use crate::config::DataPlaneSetting;
@@ -109,6 +110,11 @@ pub(crate) fn choose_work_volume(context: &Context, runner: Option<&RunnerPod>) 
         claim_name: claim,
         placement,
     }
+}
+
+/// The tolerations our pods inherit from the runner pod (none when it could not be read).
+pub(crate) fn runner_tolerations(runner: Option<&RunnerPod>) -> &[Toleration] {
+    runner.map(|r| r.tolerations.as_slice()).unwrap_or_default()
 }
 
 /// The work volume of a step's pods: the job's choice when there is a job (its state), else the

@@ -94,6 +94,7 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
         pull_secret: secret_names.first().map(String::as_str),
         args: &args,
         template: template.as_ref(),
+        tolerations: super::runner_tolerations(runner.as_ref()),
     })
     .context("cannot build the job pod")?;
     let pod_name = plan.pod.metadata.name.clone().unwrap_or_default();

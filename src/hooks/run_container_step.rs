@@ -161,6 +161,7 @@ pub async fn run_image(
         env_secret: Some(&env_secret),
         args,
         template: template.as_ref(),
+        tolerations: super::runner_tolerations(runner.as_ref()),
     })
     .context("cannot build the step pod")?;
     let pod = plan.pod.metadata.name.clone().unwrap_or_default();

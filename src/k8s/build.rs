@@ -44,6 +44,8 @@ pub struct PodExecutor<'a> {
     pub source: PodContext<'a>,
     /// The hook template (`$build` applies).
     pub template: Option<&'a crate::k8s::template::Template>,
+    /// The runner pod's tolerations, which the build pod carries.
+    pub tolerations: &'a [k8s_openapi::api::core::v1::Toleration],
 }
 
 impl Executor for PodExecutor<'_> {
@@ -99,6 +101,7 @@ impl PodExecutor<'_> {
             command: &command,
             context: source,
             template: self.template,
+            tolerations: self.tolerations,
         })
         .map_err(|e| setup_error(format!("cannot build the build pod: {e}")))?;
         let name = pod_spec.metadata.name.clone().unwrap_or_default();

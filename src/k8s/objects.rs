@@ -2,7 +2,7 @@
 //! `runner-pod` label. Expected API statuses are handled on purpose: 409 on create, 404 on
 //! delete (kube `examples/pod_api.rs`).
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Toleration};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde::de::DeserializeOwned;
@@ -55,7 +55,7 @@ pub enum ObjectError {
 }
 
 /// What we know about the runner pod, when we may read it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunnerPod {
     /// Its uid, for ownerReferences (garbage collection when the runner pod goes).
     pub uid: String,
@@ -64,6 +64,44 @@ pub struct RunnerPod {
     /// Names of the persistent volume claims it mounts (including ephemeral volumes, whose
     /// claim is `<pod>-<volume>`).
     pub claims: Vec<String>,
+    /// Its tolerations, without the ones every pod gets by default ([`inherited_tolerations`]):
+    /// job, step and build pods carry them, so they can run where the runner runs (a tainted
+    /// runner node pool).
+    pub tolerations: Vec<Toleration>,
+}
+
+/// The taints the `DefaultTolerationSeconds` admission plugin tolerates for 300 s on every pod
+/// that does not tolerate them already (`plugin/pkg/admission/defaulttolerationseconds`).
+const DEFAULT_TOLERATION_KEYS: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+/// Their `tolerationSeconds` (`--default-not-ready-toleration-seconds`,
+/// `--default-unreachable-toleration-seconds`).
+const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The runner pod's tolerations that our pods inherit: all of them except the two that the
+/// `DefaultTolerationSeconds` admission plugin adds to every pod (`node.kubernetes.io/not-ready`
+/// and `node.kubernetes.io/unreachable`, `Exists`, `NoExecute`, 300 s). Our pods get those from
+/// the API server anyway; copying them would only make our specs differ from what we build
+/// and show them twice in a template's view. A runner pod that sets one of these keys with
+/// another duration or operator chose it on purpose, and that one is kept.
+pub fn inherited_tolerations(tolerations: &[Toleration]) -> Vec<Toleration> {
+    tolerations
+        .iter()
+        .filter(|t| {
+            let added_by_admission = t
+                .key
+                .as_deref()
+                .is_some_and(|k| DEFAULT_TOLERATION_KEYS.contains(&k))
+                && t.operator.as_deref() == Some("Exists")
+                && t.effect.as_deref() == Some("NoExecute")
+                && t.toleration_seconds == Some(DEFAULT_TOLERATION_SECONDS)
+                && t.value.as_deref().unwrap_or_default().is_empty();
+            !added_by_admission
+        })
+        .cloned()
+        .collect()
 }
 
 impl Context {
@@ -109,6 +147,9 @@ impl Context {
                     uid: pod.metadata.uid.unwrap_or_default(),
                     node_name: spec.node_name,
                     claims,
+                    tolerations: inherited_tolerations(
+                        spec.tolerations.as_deref().unwrap_or_default(),
+                    ),
                 })
             }
             Err(err) => {
@@ -312,5 +353,56 @@ where
             retry::call("read back", || api.get(name)).await
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toleration(key: &str, operator: &str, effect: &str, seconds: Option<i64>) -> Toleration {
+        Toleration {
+            key: Some(key.into()),
+            operator: Some(operator.into()),
+            value: None,
+            effect: Some(effect.into()),
+            toleration_seconds: seconds,
+        }
+    }
+
+    /// The two tolerations the `DefaultTolerationSeconds` admission plugin adds to every pod are
+    /// not copied; everything else the runner pod tolerates is.
+    #[test]
+    fn inherited_tolerations_leave_out_the_admission_defaults() {
+        let runner = [
+            Toleration {
+                value: Some("runners".into()),
+                ..toleration("dedicated", "Equal", "NoSchedule", None)
+            },
+            toleration(
+                "node.kubernetes.io/not-ready",
+                "Exists",
+                "NoExecute",
+                Some(300),
+            ),
+            toleration(
+                "node.kubernetes.io/unreachable",
+                "Exists",
+                "NoExecute",
+                Some(300),
+            ),
+            // Chosen on purpose: another duration.
+            toleration(
+                "node.kubernetes.io/unreachable",
+                "Exists",
+                "NoExecute",
+                Some(30),
+            ),
+        ];
+        assert_eq!(
+            inherited_tolerations(&runner),
+            vec![runner[0].clone(), runner[3].clone()]
+        );
+        assert!(inherited_tolerations(&[]).is_empty());
     }
 }

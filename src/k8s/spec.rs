@@ -23,9 +23,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    LocalObjectReference, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    LocalObjectReference, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, PreferredSchedulingTerm,
-    Secret, SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    Secret, SecretEnvSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Serialize;
@@ -84,8 +84,13 @@ pub struct Owner {
 /// Where the job pod may run relative to the runner's node (volume mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
-    /// Required node affinity to this node: a ReadWriteOnce work volume can only be attached
-    /// there.
+    /// `spec.nodeName` set to this node, as the TypeScript hook does: a ReadWriteOnce work volume
+    /// can only be attached there. The scheduler is bypassed, so the node's taints and a cordon
+    /// (`spec.unschedulable`) do not keep the pod away: the kubelet does not enforce `NoSchedule`
+    /// taints, while required node affinity would leave the pod `Unschedulable` on a tainted
+    /// runner node it does not tolerate. The price: the kubelet admits or rejects the pod at
+    /// once, so a pod that does not fit the node's free resources fails with `OutOfcpu` /
+    /// `OutOfmemory` instead of waiting for room (`pkg/kubelet/lifecycle/predicate.go`).
     PinToNode(String),
     /// Preferred node affinity (weight 100) to this node: a ReadWriteMany work volume works
     /// anywhere, so the scheduler decides (`ACTIONS_RUNNER_USE_KUBE_SCHEDULER=true`), but the
@@ -144,6 +149,10 @@ pub struct JobPodInput<'a> {
     pub args: &'a PrepareJobArgs,
     /// The hook template (`ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE`), if configured.
     pub template: Option<&'a Template>,
+    /// The runner pod's tolerations ([`crate::k8s::objects::inherited_tolerations`]): the pod
+    /// carries them, so it may run where the runner runs; a template's `tolerations` are added
+    /// ([`template`] module docs).
+    pub tolerations: &'a [Toleration],
 }
 
 /// The job pod and what the caller needs to finish `prepare_job`.
@@ -323,9 +332,20 @@ pub fn owner_reference(owner: &Owner) -> OwnerReference {
     }
 }
 
-/// Node affinity for a [`Placement`]. It matches the node by `metadata.name` (`matchFields`),
-/// which is exact, unlike the `kubernetes.io/hostname` label the TypeScript hook 0.7 used: that
-/// label may differ from the node name (cloud providers set it to the hostname).
+/// `spec.nodeName` for a [`Placement`]: the runner's node for [`Placement::PinToNode`] (the
+/// pod is bound by its creator, without the scheduler), else none.
+pub fn node_name(placement: &Placement) -> Option<String> {
+    match placement {
+        Placement::PinToNode(node) => Some(node.clone()),
+        Placement::PreferNode(_) | Placement::Anywhere => None,
+    }
+}
+
+/// Node affinity for a [`Placement`]: preferred affinity to the runner's node for
+/// [`Placement::PreferNode`], none otherwise ([`Placement::PinToNode`] sets `spec.nodeName`
+/// instead, [`node_name`]). It matches the node by `metadata.name` (`matchFields`), which is
+/// exact, unlike the `kubernetes.io/hostname` label the TypeScript hook 0.7 used: that label may
+/// differ from the node name (cloud providers set it to the hostname).
 pub fn node_affinity(placement: &Placement) -> Option<Affinity> {
     let term = |node: &str| NodeSelectorTerm {
         match_fields: Some(vec![NodeSelectorRequirement {
@@ -336,13 +356,7 @@ pub fn node_affinity(placement: &Placement) -> Option<Affinity> {
         ..Default::default()
     };
     let node_affinity = match placement {
-        Placement::Anywhere => return None,
-        Placement::PinToNode(node) => NodeAffinity {
-            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                node_selector_terms: vec![term(node)],
-            }),
-            ..Default::default()
-        },
+        Placement::Anywhere | Placement::PinToNode(_) => return None,
         Placement::PreferNode(node) => NodeAffinity {
             preferred_during_scheduling_ignored_during_execution: Some(vec![
                 PreferredSchedulingTerm {
@@ -506,11 +520,11 @@ pub fn job_pod(input: &JobPodInput<'_>) -> Result<JobPodPlan, SpecError> {
     volumes.extend(layout.extra_volumes.iter().map(|v| empty_dir_volume(v)));
 
     let init_containers = fs_init(input.runner_image, &layout);
-    // Node affinity only matters for the work volume claim; a pod that does not mount it can
-    // run anywhere.
-    let affinity = match input.work_volume {
-        WorkVolume::Claim { placement, .. } if layout.uses_work => node_affinity(placement),
-        _ => None,
+    // Placement only matters for the work volume claim; a pod that does not mount it can run
+    // anywhere.
+    let placement = match input.work_volume {
+        WorkVolume::Claim { placement, .. } if layout.uses_work => placement,
+        _ => &Placement::Anywhere,
     };
 
     let mut pod = runner_pod_object(PodParts {
@@ -521,7 +535,8 @@ pub fn job_pod(input: &JobPodInput<'_>) -> Result<JobPodPlan, SpecError> {
         containers,
         init_containers,
         volumes,
-        affinity,
+        placement,
+        tolerations: input.tolerations,
         pull_secret: input.pull_secret,
     });
 
@@ -609,6 +624,8 @@ pub struct StepPodInput<'a> {
     pub args: &'a ContainerDefinition,
     /// The hook template (`$job` applies to the step container, sidecars are added).
     pub template: Option<&'a Template>,
+    /// The runner pod's tolerations, as for [`JobPodInput::tolerations`].
+    pub tolerations: &'a [Toleration],
 }
 
 /// The step pod and where its files are reached in copy mode.
@@ -723,9 +740,9 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
     } else {
         init_containers.extend(fs_init(input.runner_image, &layout));
     }
-    let affinity = match input.work_volume {
-        WorkVolume::Claim { placement, .. } => node_affinity(placement),
-        WorkVolume::EmptyDir => None,
+    let placement = match input.work_volume {
+        WorkVolume::Claim { placement, .. } => placement,
+        WorkVolume::EmptyDir => &Placement::Anywhere,
     };
 
     let mut pod = runner_pod_object(PodParts {
@@ -736,7 +753,8 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
         containers,
         init_containers,
         volumes,
-        affinity,
+        placement,
+        tolerations: input.tolerations,
         pull_secret: input.pull_secret,
     });
     if let Some(template) = input.template {
@@ -786,12 +804,14 @@ struct PodParts<'a> {
     containers: Vec<Container>,
     init_containers: Vec<Container>,
     volumes: Vec<Volume>,
-    affinity: Option<Affinity>,
+    placement: &'a Placement,
+    tolerations: &'a [Toleration],
     pull_secret: Option<&'a str>,
 }
 
 /// A pod of this runner: labels, ownerReference, `restartPolicy: Never`, the runner's
-/// `fsGroup`, and no service links.
+/// `fsGroup`, no service links, the runner's node ([`node_name`]) or preferred affinity
+/// ([`node_affinity`]), and the runner pod's tolerations.
 fn runner_pod_object(parts: PodParts<'_>) -> Pod {
     Pod {
         metadata: ObjectMeta {
@@ -811,7 +831,9 @@ fn runner_pod_object(parts: PodParts<'_>) -> Pod {
                     name: name.to_owned(),
                 }]
             }),
-            affinity: parts.affinity,
+            node_name: node_name(parts.placement),
+            affinity: node_affinity(parts.placement),
+            tolerations: (!parts.tolerations.is_empty()).then(|| parts.tolerations.to_vec()),
             // Docker gives a job container no variables about other services; Kubernetes
             // service links would add `<SERVICE>_PORT=tcp://...` for every Service in the
             // namespace, which clobbers variables like `REDIS_PORT` that images and tests read.
@@ -1538,6 +1560,18 @@ mod tests {
         }
     }
 
+    /// The runner pod's tolerations in every fixture: a runner node pool tainted
+    /// `dedicated=runners:NoSchedule`.
+    fn runner_tolerations() -> Vec<Toleration> {
+        vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("runners".into()),
+            effect: Some("NoSchedule".into()),
+            toleration_seconds: None,
+        }]
+    }
+
     fn build(
         args: &PrepareJobArgs,
         work_volume: &WorkVolume,
@@ -1554,6 +1588,7 @@ mod tests {
             pull_secret: Some(&secret),
             args,
             template,
+            tolerations: &runner_tolerations(),
         })
     }
 
@@ -1646,6 +1681,14 @@ metadata:
 spec:
   nodeSelector:
     kubernetes.io/arch: amd64
+  tolerations:
+  - key: nvidia.com/gpu
+    operator: Exists
+    effect: NoSchedule
+  - key: dedicated
+    operator: Equal
+    value: runners
+    effect: NoSchedule
   initContainers:
   - name: warm-cache
     image: busybox:1.36
@@ -1792,6 +1835,7 @@ spec:
             env_secret: Some("arc-runner-set-abcde-runner-x7k2p-secret-e5v7w9y1"),
             args: &args,
             template,
+            tolerations: &runner_tolerations(),
         })
         .expect("step pod builds")
     }
@@ -2283,33 +2327,16 @@ spec:
         );
     }
 
+    /// A ReadWriteOnce work volume pins the pod with `spec.nodeName`, which bypasses the
+    /// scheduler: required node affinity would leave it `Unschedulable` on a tainted or cordoned
+    /// runner node.
     #[test]
-    fn placement_sets_node_affinity_by_node_name() {
+    fn pinned_placement_sets_node_name_not_required_affinity() {
         let args = fixture("prepare_job");
         let pinned = build(&args, &claim(Placement::PinToNode(NODE.into())), None).unwrap();
         let spec = pinned.pod.spec.as_ref().unwrap();
-        let required = spec
-            .affinity
-            .as_ref()
-            .unwrap()
-            .node_affinity
-            .as_ref()
-            .unwrap()
-            .required_during_scheduling_ignored_during_execution
-            .as_ref()
-            .unwrap();
-        let field = &required.node_selector_terms[0]
-            .match_fields
-            .as_ref()
-            .unwrap()[0];
-        assert_eq!(
-            (
-                field.key.as_str(),
-                field.operator.as_str(),
-                field.values.as_deref().unwrap()
-            ),
-            ("metadata.name", "In", [NODE.to_owned()].as_slice())
-        );
+        assert_eq!(spec.node_name.as_deref(), Some(NODE));
+        assert!(spec.affinity.is_none(), "{:?}", spec.affinity);
         let work = &spec.volumes.as_ref().unwrap()[0];
         assert_eq!(
             work.persistent_volume_claim.as_ref().unwrap().claim_name,
@@ -2333,13 +2360,82 @@ spec:
             .as_ref()
             .unwrap();
         assert_eq!(terms[0].weight, 100);
+        let field = &terms[0].preference.match_fields.as_ref().unwrap()[0];
+        assert_eq!(
+            (
+                field.key.as_str(),
+                field.operator.as_str(),
+                field.values.as_deref().unwrap()
+            ),
+            ("metadata.name", "In", [NODE.to_owned()].as_slice())
+        );
+        assert_eq!(preferred.pod.spec.as_ref().unwrap().node_name, None);
 
         let anywhere = build(&args, &claim(Placement::Anywhere), None).unwrap();
         assert!(anywhere.pod.spec.as_ref().unwrap().affinity.is_none());
+        assert_eq!(anywhere.pod.spec.as_ref().unwrap().node_name, None);
         let copy = copy_plan(&args);
         assert!(copy.pod.spec.as_ref().unwrap().affinity.is_none());
+        assert_eq!(copy.pod.spec.as_ref().unwrap().node_name, None);
         assert_eq!(claim(Placement::Anywhere).data_plane(), DataPlane::Volume);
         assert_eq!(WorkVolume::EmptyDir.data_plane(), DataPlane::Copy);
+    }
+
+    /// Job and step pods carry the runner pod's tolerations in both data planes, so they can
+    /// start on a tainted runner node pool without a hook template.
+    #[test]
+    fn job_and_step_pods_carry_the_runner_tolerations() {
+        let args = fixture("prepare_job");
+        for work_volume in [
+            WorkVolume::EmptyDir,
+            claim(Placement::PinToNode(NODE.into())),
+            claim(Placement::PreferNode(NODE.into())),
+        ] {
+            let job = build(&args, &work_volume, None).unwrap();
+            let step = step("run_container_step", &work_volume, None);
+            for pod in [&job.pod, &step.pod] {
+                assert_eq!(
+                    pod.spec.as_ref().unwrap().tolerations,
+                    Some(runner_tolerations()),
+                    "{work_volume:?}"
+                );
+            }
+        }
+    }
+
+    /// The template's tolerations are added to the inherited ones without duplicates; an empty
+    /// list removes them.
+    #[test]
+    fn template_tolerations_are_added_and_an_empty_list_removes_them() {
+        let args = fixture("prepare_job");
+        let template = template();
+        let plan = build(&args, &WorkVolume::EmptyDir, Some(&template)).unwrap();
+        let keys: Vec<Option<String>> = plan
+            .pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .tolerations
+            .iter()
+            .flatten()
+            .map(|t| t.key.clone())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                Some("dedicated".to_owned()),
+                Some("nvidia.com/gpu".to_owned())
+            ]
+        );
+
+        for none in ["[]", "null"] {
+            let template =
+                Template::from_yaml(&format!("spec:\n  tolerations: {none}\n"), "t.yaml").unwrap();
+            let plan = build(&args, &WorkVolume::EmptyDir, Some(&template)).unwrap();
+            assert_eq!(plan.pod.spec.as_ref().unwrap().tolerations, None, "{none}");
+            let step = step("run_container_step", &WorkVolume::EmptyDir, Some(&template));
+            assert_eq!(step.pod.spec.as_ref().unwrap().tolerations, None, "{none}");
+        }
     }
 
     #[test]
@@ -2378,6 +2474,7 @@ spec:
             pull_secret: None,
             args: &args,
             template: None,
+            tolerations: &[],
         })
         .unwrap();
         assert!(plan.pod.metadata.owner_references.is_none());
@@ -2420,6 +2517,7 @@ spec:
             pull_secret: None,
             args: &args,
             template: None,
+            tolerations: &[],
         })
         .unwrap_err();
         assert!(matches!(err, SpecError::InvalidRunnerPodName(_)));

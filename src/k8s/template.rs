@@ -15,7 +15,8 @@
 //! - `spec.volumes` are appended, every other `spec` field replaces.
 //!
 //! Deliberate differences, each explained where it is implemented: our `runner-pod` label cannot
-//! be overwritten; `initContainers` are appended after the hook's `fs-init` instead of replacing
+//! be overwritten; our pods inherit the runner pod's tolerations, and the template's
+//! `tolerations` are added to them (without duplicates) while an empty list removes them; `initContainers` are appended after the hook's `fs-init` instead of replacing
 //! it; an appended entry with the same key as one of ours (env name, mount path, port, volume or
 //! init container name) replaces ours instead of producing a pod the API server refuses; a build
 //! pod only takes `$build`; every merge works on copies, so the TypeScript hook's shared
@@ -30,7 +31,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -426,11 +427,18 @@ pub fn apply(pod: &mut Pod, template: &Template, kind: PodKind) -> Result<(), Te
             "initContainers" => {
                 debug!(template = %path.display(), "init containers are not added to build pods");
             }
+            "tolerations" => merge_tolerations(&mut spec, value, path),
             _ => {
                 if key == "affinity" && spec.contains_key("affinity") {
                     warn!(
                         template = %path.display(),
-                        "the hook template's `affinity` replaces the hook's node affinity; with a ReadWriteOnce work volume the {kind} pod must still run on the runner's node"
+                        "the hook template's `affinity` replaces the hook's preference for the runner's node"
+                    );
+                }
+                if key == "nodeName" && spec.contains_key("nodeName") {
+                    warn!(
+                        template = %path.display(),
+                        "the hook template's `nodeName` replaces the runner's node; with a ReadWriteOnce work volume the {kind} pod must run on the runner's node"
                     );
                 }
                 debug!(template = %path.display(), field = %key, "the hook template replaces `spec.{key}`");
@@ -515,6 +523,34 @@ fn merge_container(
             "volumeMounts" => append_keyed(container, key, value, "mountPath", path, "mount"),
             "ports" => append_ports(container, value, path),
             _ => replace(container, key, value),
+        }
+    }
+}
+
+/// The template's `tolerations` are added to the ones the pod inherited from the runner pod;
+/// one equal to an inherited toleration is not added twice. An empty list (or `null`) removes
+/// the inherited ones: `tolerations: []` is how a template keeps its pods off the runner's
+/// tainted nodes. (The TypeScript hook replaces `tolerations` like any other field, but its pods
+/// inherit nothing, so a template's tolerations end up in the pod either way.)
+fn merge_tolerations(spec: &mut Map<String, Value>, value: &Value, path: &Path) {
+    match value {
+        Value::Array(items) if !items.is_empty() => {
+            let list = list_mut(spec, "tolerations");
+            for item in items {
+                // Compared in their typed form, as the inherited ones are written.
+                let item = serde_json::from_value::<Toleration>(item.clone())
+                    .ok()
+                    .and_then(|t| serde_json::to_value(t).ok())
+                    .unwrap_or_else(|| item.clone());
+                if !list.contains(&item) {
+                    list.push(item);
+                }
+            }
+        }
+        _ => {
+            if spec.remove("tolerations").is_some() {
+                debug!(template = %path.display(), "the hook template's empty `tolerations` removes the ones inherited from the runner pod");
+            }
         }
     }
 }

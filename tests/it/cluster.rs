@@ -9,13 +9,18 @@
 //! unique names, labels what it creates, and deletes it at the end, also when it fails.
 //!
 //! The hook runs on this machine, outside the cluster, so these tests use copy mode (a volume
-//! mode test would need this machine to see the runner's work volume). No cluster can be
-//! installed on the project's CI machine: these are the tests a user runs.
+//! mode test would need this machine to see the runner's work volume); the one volume-mode test
+//! only starts and cleans up a job pod. No cluster can be installed on the project's CI machine:
+//! these are the tests a user runs.
+//!
+//! The taint and cordon tests also need `get` and `patch` on `nodes` (cluster-wide). They taint
+//! one node with a unique key (`runner-k8s-hook.test/<random>`, so no taint of yours is touched)
+//! and remove it, and uncordon the node, when they end, also when they fail.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -489,4 +494,340 @@ async fn cluster_command_line_build_runs_in_a_build_pod() {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .count();
     assert_eq!(left, 0, "build pods left in {}", cluster.namespace);
+}
+
+/// A node this test tainted and/or cordoned; the taint is removed and the node uncordoned when
+/// the guard is dropped (the test's end, or its panic).
+struct NodeGuard {
+    nodes: Api<Node>,
+    name: String,
+    /// Its `kubernetes.io/hostname` label, for node selectors.
+    hostname: String,
+    taint_key: String,
+}
+
+impl NodeGuard {
+    /// Add `<taint_key>=runners:NoSchedule` to the node, keeping its other taints.
+    async fn taint(&self) {
+        let node = self.nodes.get(&self.name).await.expect("get the node");
+        let mut taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+        taints.retain(|t| t.key != self.taint_key);
+        taints.push(
+            serde_json::from_value(json!({
+                "key": self.taint_key, "value": "runners", "effect": "NoSchedule"
+            }))
+            .unwrap(),
+        );
+        self.nodes
+            .patch(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({
+                    "metadata": {"resourceVersion": node.metadata.resource_version},
+                    "spec": {"taints": taints},
+                })),
+            )
+            .await
+            .expect("taint the node");
+    }
+
+    /// `kubectl cordon` / `kubectl uncordon`.
+    async fn cordon(&self, on: bool) {
+        self.nodes
+            .patch(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"unschedulable": on}})),
+            )
+            .await
+            .expect("cordon the node");
+    }
+
+    /// The toleration of the test's taint.
+    fn toleration(&self) -> Value {
+        json!({"key": self.taint_key, "operator": "Equal", "value": "runners", "effect": "NoSchedule"})
+    }
+}
+
+async fn untaint_and_uncordon(nodes: &Api<Node>, name: &str, key: &str) -> kube::Result<()> {
+    // Retried: the node object changes often (status heartbeats), and the resourceVersion
+    // guards the read-modify-write of the taint list.
+    for _ in 0..10 {
+        let node = nodes.get(name).await?;
+        let taints: Vec<_> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.key != key)
+            .collect();
+        let patch = json!({
+            "metadata": {"resourceVersion": node.metadata.resource_version},
+            "spec": {"taints": taints, "unschedulable": null},
+        });
+        match nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        let (nodes, name, key) = (
+            self.nodes.clone(),
+            self.name.clone(),
+            self.taint_key.clone(),
+        );
+        let result = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(untaint_and_uncordon(&nodes, &name, &key))
+        })
+        .join();
+        if !matches!(result, Ok(Ok(()))) {
+            eprintln!(
+                "could not clean up node {}: run `kubectl taint node {} {}- ; kubectl uncordon {}`",
+                self.name, self.name, self.taint_key, self.name
+            );
+        }
+    }
+}
+
+/// A schedulable node to taint, and the guard that cleans it up.
+async fn pick_node(cluster: &Cluster) -> NodeGuard {
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let node = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("list nodes (the taint tests need get/list/patch on nodes)")
+        .items
+        .into_iter()
+        .find(|n| n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true))
+        .expect("a schedulable node");
+    let name = node.metadata.name.unwrap_or_default();
+    NodeGuard {
+        nodes,
+        hostname: node
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("kubernetes.io/hostname")
+            .cloned()
+            .unwrap_or_else(|| name.clone()),
+        name,
+        taint_key: format!(
+            "runner-k8s-hook.test/{}",
+            runner_k8s_hook::k8s::names::random_suffix()
+        ),
+    }
+}
+
+/// A stand-in runner pod with `tolerations`, scheduled to `node` (a `nodeSelector`, so the
+/// scheduler also provisions a `WaitForFirstConsumer` claim), and (volume mode) its work claim.
+async fn start_runner_on(
+    cluster: &Cluster,
+    node: &NodeGuard,
+    tolerations: Value,
+    claim: bool,
+) -> (Runner, RunnerPodGuard) {
+    let name = format!("rk8s-test-{}", runner_k8s_hook::k8s::names::random_suffix());
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let volume = if claim {
+        json!({"name": "work", "persistentVolumeClaim": {"claimName": format!("{name}-work")}})
+    } else {
+        json!({"name": "work", "emptyDir": {}})
+    };
+    let mut pod = serde_json::to_value(runner_pod(&name, JOB_IMAGE, volume)).unwrap();
+    pod["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": node.hostname});
+    pod["spec"]["tolerations"] = tolerations;
+    let created = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(pod).unwrap(),
+        )
+        .await
+        .expect("create the stand-in runner pod");
+    let guard = RunnerPodGuard {
+        pods: pods.clone(),
+        name: name.clone(),
+    };
+    if claim {
+        // Owned by the runner pod: garbage-collected with it.
+        let pvcs: Api<PersistentVolumeClaim> =
+            Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let pvc = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-work"), "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Pod", "name": name,
+                "uid": created.metadata.uid, "blockOwnerDeletion": false}]},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .unwrap();
+        pvcs.create(&PostParams::default(), &pvc)
+            .await
+            .expect("create the work claim");
+    }
+    for _ in 0..300 {
+        let pod = pods.get(&name).await.unwrap();
+        if pod.status.and_then(|s| s.phase).as_deref() == Some("Running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let work = home.path().join("_work");
+    (
+        Runner::layout(home, work, &name, &cluster.kubeconfig),
+        guard,
+    )
+}
+
+/// Copy mode on a node tainted `<key>=runners:NoSchedule` that only the runner pod tolerates:
+/// the job and step pods inherit the toleration. A hook template puts them on that node (a
+/// `nodeSelector` on its hostname label, no `tolerations`), so on a many-node cluster they
+/// cannot dodge the taint.
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one"]
+async fn cluster_job_on_a_tainted_node_inherits_the_runner_toleration() {
+    let cluster = cluster().await;
+    let node = pick_node(&cluster).await;
+    node.taint().await;
+    let (runner, _guard) =
+        start_runner_on(&cluster, &node, json!([node.toleration()]), false).await;
+    let hostname = &node.hostname;
+    let template = runner.work.join("hook-template.yaml");
+    std::fs::write(
+        &template,
+        format!("spec:\n  nodeSelector:\n    kubernetes.io/hostname: \"{hostname}\"\n"),
+    )
+    .unwrap();
+    let mut env = hook_env(&cluster);
+    env.push((
+        "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE",
+        template.to_string_lossy().into_owned(),
+    ));
+
+    let (request, response) = prepare_request(&runner);
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "prepare_job:\n{}",
+        text(&output.stderr)
+    );
+    let state: Value = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap())
+        .unwrap()["state"]
+        .clone();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let job = pods.get(state["jobPod"].as_str().unwrap()).await.unwrap();
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some(node.name.as_str()));
+    assert!(
+        serde_json::to_value(&spec.tolerations)
+            .unwrap()
+            .as_array()
+            .is_some_and(|t| t.contains(&node.toleration())),
+        "{:?}",
+        spec.tolerations
+    );
+
+    let (step, _) = runner.script_step("echo on the tainted node\n", json!({}), &state);
+    let output = run_hook(&runner, &step, &env).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "on the tainted node\n");
+
+    let (mut request, _) = runner.request("run_container_step");
+    request["state"] = state.clone();
+    let args = &mut request["args"];
+    args["image"] = JOB_IMAGE.into();
+    args["entryPoint"] = Value::Null;
+    args["entryPointArgs"] = json!(["sh", "-c", "\"echo", "step", "on", "the", "node\""]);
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "container step:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert!(text(&output.stdout).contains("step on the node"));
+
+    let (mut request, _) = runner.request("cleanup_job");
+    request["state"] = state;
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "cleanup:\n{}",
+        text(&output.stderr)
+    );
+}
+
+/// Volume mode (a ReadWriteOnce work claim): the job pod is bound to the runner's node with
+/// `spec.nodeName`, so it starts although the node is tainted and cordoned, without a
+/// `Scheduled` Event. (The hook runs outside the cluster, so no step runs: the runner's files
+/// are not in the claim.) Needs a default StorageClass.
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one"]
+async fn cluster_volume_mode_job_pod_is_bound_to_the_cordoned_runner_node() {
+    let cluster = cluster().await;
+    let node = pick_node(&cluster).await;
+    node.taint().await;
+    let (runner, _guard) = start_runner_on(&cluster, &node, json!([node.toleration()]), true).await;
+    node.cordon(true).await;
+    let mut env = hook_env(&cluster);
+    env.retain(|(k, _)| *k != "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE");
+    env.push((
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE",
+        "volume".to_owned(),
+    ));
+
+    let (mut request, response) = prepare_request(&runner);
+    request["args"]["services"] = json!([]);
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "prepare_job:\n{}",
+        text(&output.stderr)
+    );
+    let state: Value = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap())
+        .unwrap()["state"]
+        .clone();
+    assert_eq!(state["dataPlane"], "volume");
+    let job_pod = state["jobPod"].as_str().unwrap().to_owned();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let job = pods.get(&job_pod).await.unwrap();
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some(node.name.as_str()));
+    assert!(spec.affinity.is_none(), "{:?}", spec.affinity);
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={job_pod}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r == "Scheduled" || r == "FailedScheduling"),
+        "the scheduler was bypassed: {reasons:?}"
+    );
+
+    node.cordon(false).await;
+    let (mut request, _) = runner.request("cleanup_job");
+    request["state"] = state;
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "cleanup:\n{}",
+        text(&output.stderr)
+    );
 }

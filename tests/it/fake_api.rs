@@ -398,7 +398,7 @@ async fn unschedulable_pods_get_the_condition_and_an_event() {
         .clone();
     assert_eq!(condition.type_, "PodScheduled");
     assert_eq!(condition.status, "False");
-    let expected = "0/1 nodes are available: persistentvolumeclaim \"missing\" not found. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+    let expected = "0/1 nodes are available: persistentvolumeclaim \"missing\" not found. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling..";
     assert_eq!(condition.message.as_deref(), Some(expected));
     let events: Api<Event> = Api::namespaced(client.clone(), cluster.namespace());
     let listed = events
@@ -449,6 +449,149 @@ async fn unschedulable_pods_get_the_condition_and_an_event() {
         p.is_some_and(|p| phase(p) == "Succeeded")
     })
     .await;
+}
+
+/// The condition message of an `Unschedulable` pod, once it has one.
+async fn unschedulable_message(pods: &Api<Pod>, name: &str) -> String {
+    let pending = wait_for(pods, name, |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.conditions.clone())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.reason.as_deref() == Some("Unschedulable"))
+            })
+    })
+    .await;
+    let condition = pending
+        .status
+        .and_then(|s| s.conditions)
+        .expect("conditions")[0]
+        .clone();
+    assert_eq!(
+        (condition.type_.as_str(), condition.status.as_str()),
+        ("PodScheduled", "False")
+    );
+    condition.message.unwrap_or_default()
+}
+
+/// Reasons of the Events about pod `name`, in order.
+async fn event_reasons(cluster: &FakeCluster, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(cluster.client().await, cluster.namespace());
+    events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Taints, cordon and `spec.nodeName` as a real 1.28 scheduler and kubelet treat them: an
+/// untolerated `NoSchedule` taint or a cordon leaves a pod `Unschedulable` with the scheduler's
+/// exact message (double period included) until the node changes; a toleration lets it through;
+/// `spec.nodeName` bypasses the scheduler (no `Scheduled` Event) and runs despite both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taints_cordon_and_node_name_are_honoured_like_a_real_scheduler() {
+    let (cluster, pods) = cluster().await;
+    let node = cluster.options().node_name.clone();
+    let running = |p: Option<&Pod>| p.is_some_and(|p| phase(p) == "Running");
+    let sleeper = |name: &str, spec: Value| {
+        let mut pod = shell_pod(name, "busybox", "sleep 30");
+        let mut value = serde_json::to_value(&pod).unwrap();
+        for (k, v) in spec.as_object().unwrap() {
+            value["spec"][k] = v.clone();
+        }
+        pod = pod_from(value);
+        pod
+    };
+    cluster
+        .kubelet()
+        .taint("dedicated", "runners", "NoSchedule");
+
+    // No toleration: Unschedulable, one FailedScheduling Event with the same message.
+    pods.create(&PostParams::default(), &sleeper("plain", json!({})))
+        .await
+        .expect("create");
+    let message = unschedulable_message(&pods, "plain").await;
+    let expected = "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: runners}. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling..";
+    assert_eq!(message, expected);
+    assert_eq!(event_reasons(&cluster, "plain").await, ["FailedScheduling"]);
+
+    // Tolerated (Equal), tolerated by a key-less Exists, or bound by nodeName: all run.
+    let tolerating = json!({"tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "runners", "effect": "NoSchedule"}]});
+    let everything = json!({"tolerations": [{"operator": "Exists"}]});
+    let bound = json!({"nodeName": node});
+    for (name, spec) in [
+        ("tolerating", tolerating.clone()),
+        ("everything", everything),
+        ("bound", bound.clone()),
+    ] {
+        pods.create(&PostParams::default(), &sleeper(name, spec))
+            .await
+            .expect("create");
+        wait_for(&pods, name, running).await;
+    }
+    assert!(
+        event_reasons(&cluster, "tolerating")
+            .await
+            .contains(&"Scheduled".to_owned())
+    );
+    let bound_events = event_reasons(&cluster, "bound").await;
+    assert!(
+        !bound_events
+            .iter()
+            .any(|r| r == "Scheduled" || r == "FailedScheduling"),
+        "the scheduler never saw it: {bound_events:?}"
+    );
+    // A toleration for another value or effect does not match.
+    let other = json!({"tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "builds", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}]});
+    pods.create(&PostParams::default(), &sleeper("other", other))
+        .await
+        .expect("create");
+    assert_eq!(unschedulable_message(&pods, "other").await, expected);
+
+    // Removing the taint schedules the waiting pods soon after.
+    let untainted = Instant::now();
+    cluster.kubelet().untaint("dedicated");
+    for name in ["plain", "other"] {
+        wait_for(&pods, name, running).await;
+    }
+    assert!(untainted.elapsed() < Duration::from_secs(5));
+
+    // Cordoned: the same for new pods, but a toleration of the taint does not help; nodeName
+    // still runs.
+    cluster.kubelet().cordon();
+    pods.create(&PostParams::default(), &sleeper("cordoned", tolerating))
+        .await
+        .expect("create");
+    let mut bound_again = sleeper("bound-cordoned", bound);
+    bound_again.metadata.name = Some("bound-cordoned".into());
+    pods.create(&PostParams::default(), &bound_again)
+        .await
+        .expect("create");
+    wait_for(&pods, "bound-cordoned", running).await;
+    assert_eq!(
+        unschedulable_message(&pods, "cordoned").await,
+        "0/1 nodes are available: 1 node(s) were unschedulable. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.."
+    );
+    cluster.kubelet().uncordon();
+    wait_for(&pods, "cordoned", running).await;
+    for name in [
+        "plain",
+        "tolerating",
+        "everything",
+        "bound",
+        "other",
+        "cordoned",
+        "bound-cordoned",
+    ] {
+        pods.delete(name, &DeleteParams::default().grace_period(0))
+            .await
+            .expect("delete");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

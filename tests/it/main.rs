@@ -18,4 +18,5 @@ mod job;
 mod job_failures;
 mod protocol;
 mod shim;
+mod tainted_node;
 mod workspace;

@@ -52,6 +52,34 @@ impl Runner {
     /// runner image, the runner pod (and in volume mode its work claim, whose backing directory
     /// is the runner's `_work`).
     pub async fn start(cluster: &FakeCluster, pod: &str, mode: Mode) -> Runner {
+        Runner::start_tolerating(cluster, pod, mode, json!([])).await
+    }
+
+    /// As [`Runner::start`], with these `tolerations` on the runner pod (as an ARC pod template
+    /// gives them, for a tainted runner node pool). Returns once the runner pod is on the node,
+    /// so the hook sees its `spec.nodeName`.
+    pub async fn start_tolerating(
+        cluster: &FakeCluster,
+        pod: &str,
+        mode: Mode,
+        tolerations: Value,
+    ) -> Runner {
+        let runner = Runner::start_pod(cluster, pod, mode, tolerations.clone()).await;
+        if tolerations.as_array().is_some_and(|t| !t.is_empty()) {
+            let pods: Api<Pod> = Api::namespaced(cluster.client().await, cluster.namespace());
+            for _ in 0..200 {
+                let current = pods.get(pod).await.expect("the runner pod exists");
+                if current.spec.and_then(|s| s.node_name).is_some() {
+                    return runner;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("the runner pod {pod} was not scheduled within 10 s");
+        }
+        runner
+    }
+
+    async fn start_pod(cluster: &FakeCluster, pod: &str, mode: Mode, tolerations: Value) -> Runner {
         let home = tempfile::tempdir().expect("temp dir");
         let ns = cluster.namespace().to_owned();
         let client = cluster.client().await;
@@ -90,12 +118,14 @@ impl Runner {
             Mode::Copy => json!({"name": "work", "emptyDir": {}}),
         };
         let pods: Api<Pod> = Api::namespaced(client, &ns);
-        pods.create(
-            &PostParams::default(),
-            &runner_pod(pod, RUNNER_IMAGE, volume),
-        )
-        .await
-        .expect("create runner pod");
+        let mut object = runner_pod(pod, RUNNER_IMAGE, volume);
+        if let Some(spec) = object.spec.as_mut() {
+            spec.tolerations = serde_json::from_value(tolerations).expect("tolerations");
+            spec.tolerations = spec.tolerations.take().filter(|t| !t.is_empty());
+        }
+        pods.create(&PostParams::default(), &object)
+            .await
+            .expect("create runner pod");
         runner
     }
 

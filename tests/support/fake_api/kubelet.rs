@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Taint};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -49,6 +49,10 @@ pub(super) struct Scripts {
     /// Image → (runtime message, how many more pulls fail; `None`: all).
     pub(super) pull_failures: HashMap<String, (String, Option<usize>)>,
     pub(super) config_errors: Vec<(String, String, String)>,
+    /// The node's `spec.taints` (`kubectl taint`).
+    pub(super) taints: Vec<Taint>,
+    /// The node's `spec.unschedulable` (`kubectl cordon`).
+    pub(super) cordoned: bool,
 }
 
 /// Scripting of the scheduler and kubelet (`FakeCluster::kubelet()`). Pod patterns are a name,
@@ -107,6 +111,39 @@ impl<'a> KubeletScript<'a> {
             s.config_errors
                 .push((pod.to_string(), container.to_string(), message.to_string()))
         });
+    }
+
+    /// Taint the node as `kubectl taint node <node> key=value:effect` does (`value` may be
+    /// empty; effect `NoSchedule`, `PreferNoSchedule` or `NoExecute`). A taint with the same key
+    /// and effect is replaced. Pods already on the node keep running (`NoExecute` eviction is not
+    /// modelled).
+    pub fn taint(&self, key: &str, value: &str, effect: &str) {
+        self.edit(|s| {
+            s.taints.retain(|t| !(t.key == key && t.effect == effect));
+            s.taints.push(Taint {
+                key: key.to_string(),
+                value: (!value.is_empty()).then(|| value.to_string()),
+                effect: effect.to_string(),
+                time_added: None,
+            });
+        });
+    }
+
+    /// Remove every taint with this key (`kubectl taint node <node> key-`); waiting pods are
+    /// scheduled again at once.
+    pub fn untaint(&self, key: &str) {
+        self.edit(|s| s.taints.retain(|t| t.key != key));
+    }
+
+    /// `kubectl cordon`: new pods are not scheduled to the node (pods with `spec.nodeName` still
+    /// run there).
+    pub fn cordon(&self) {
+        self.edit(|s| s.cordoned = true);
+    }
+
+    /// `kubectl uncordon`: waiting pods are scheduled again at once.
+    pub fn uncordon(&self) {
+        self.edit(|s| s.cordoned = false);
     }
 
     /// Drop every hold, unschedulable and config-error script whose pattern is `pod` or matches

@@ -6,7 +6,8 @@
 //! - `server.rs`: HTTP/1 accept loop, routing, auth, RBAC enforcement, faults, request log;
 //! - `resources.rs`: create/get/list/watch/update/patch/delete semantics, GC, SSAR;
 //! - `store.rs`: objects, the resourceVersion counter, watch history and fan-out;
-//! - `scheduler.rs`: binding, or `Unschedulable` with the scheduler's message;
+//! - `scheduler.rs`: binding, or `Unschedulable` with the scheduler's message; taints,
+//!   tolerations and cordon; `spec.nodeName` bypasses it;
 //! - `kubelet.rs`: per-pod worker: volumes, containers, deletion, scripts;
 //! - `pod_status.rs`: phase, conditions, container statuses, publishing; `events.rs`: Events;
 //! - `containers.rs`: image pull, volumes, env, command resolution for one container;
@@ -22,6 +23,8 @@
 //! let client = cluster.client().await;              // kube::Client from cluster.kubeconfig_path()
 //! let pods: Api<Pod> = Api::namespaced(client, cluster.namespace());
 //! cluster.kubelet().hold("job-*");                   // scripting (see KubeletScript)
+//! cluster.kubelet().taint("dedicated", "runners", "NoSchedule"); // kubectl taint; untaint(key)
+//! cluster.kubelet().cordon();                        // kubectl cordon; uncordon()
 //! cluster.faults().fail_next(1, "GET", "/pods/x", 500, "etcd timeout");
 //! cluster.rbac().deny("pods/exec", "create");
 //! cluster.requests();                                // what the client asked, in order
@@ -32,12 +35,20 @@
 //! replay/410/selector transitions/initial-events bookmark, graceful pod deletion with
 //! SIGTERM→SIGKILL and PID-1 signal semantics, GC of dependents, kubelet state machine and
 //! messages (ErrImagePull/ImagePullBackOff/CreateContainerConfigError/StartError/Unschedulable),
+//! scheduler messages byte for byte (`FitError` with its double period, NodeUnschedulable,
+//! TaintToleration with `Toleration.ToleratesTaint` matching, NodeAffinity, a missing PVC), a
+//! pod with `spec.nodeName` skipping the scheduler (no `Scheduled` Event, runs despite taints and
+//! cordon), waiting pods scheduled at once when the node's taints or cordon change,
 //! pod phase rules (`getPhase`), pods/log errors, exec protocol (v5 close, v4 whole-socket close,
 //! Status frames, the different error paths of v5 (apiserver translator) and v4 (kubelet)).
 //!
 //! # Simplified (and why)
-//! One node; no restarts (containers run as with `restartPolicy: Never`, init "sidecars" with
-//! `restartPolicy: Always` are plain init containers; enough for a hook); no probes (ready =
+//! One node, without a Node object in the API (taints and cordon are set through
+//! `KubeletScript`; the hook never reads nodes); `NoExecute` taints neither evict running pods
+//! nor make the kubelet reject a pod bound by `spec.nodeName`, and resources are not counted
+//! (no `Insufficient cpu`, no `OutOfcpu`; scripts stand in: `unschedulable`); no restarts
+//! (containers run as with `restartPolicy: Never`, init "sidecars" with `restartPolicy: Always`
+//! are plain init containers; enough for a hook); no probes (ready =
 //! running); the rootfs is read-only (writes outside volumes, `/tmp` and new directories fail
 //! with EROFS where a real container has a writable layer: bubblewrap 0.8 has no overlay);
 //! processes run as the container's `runAsUser`/`runAsGroup` (else root: test images set no

@@ -1,11 +1,19 @@
 //! The default scheduler for the one fake node: bind (`pods/binding` sets `spec.nodeName`, a
 //! `Scheduled` Event), or leave the pod `PodScheduled=False` `Unschedulable` with the
 //! scheduler's message and a `FailedScheduling` Event, retrying until it fits. Copies the
-//! messages of `pkg/scheduler/framework` (`FitError`, VolumeBinding PreFilter, NodeAffinity).
+//! messages of `pkg/scheduler/framework` (`FitError`, VolumeBinding PreFilter, and the filter
+//! plugins in their default order: NodeUnschedulable, TaintToleration, NodeAffinity).
+//!
+//! A pod created with `spec.nodeName` is not scheduled at all (no `Scheduled` Event): it runs on
+//! that node whatever its taints and even when it is cordoned, as on a real cluster (the kubelet
+//! does not enforce `NoSchedule` taints). A node change (taint removed, uncordon) pokes the
+//! loop, so a waiting pod is scheduled at once, as the real scheduler re-queues unschedulable
+//! pods on node events.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Taint, Toleration};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::watch;
@@ -21,8 +29,51 @@ enum Decision {
     Bind,
 }
 
+/// The PostFilter (preemption) message of a one-node cluster where preemption cannot help.
 const NO_PREEMPTION: &str =
     "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+
+/// `FitError.Error()` (`pkg/scheduler/framework/types.go`) for one node: every part is followed
+/// by `.` (`SeparatorFormat = " %v."`), so the preemption message, which ends with its own
+/// period, ends in `..` on a real cluster too.
+fn fit_error(reason: &str) -> String {
+    format!("0/1 nodes are available: {reason}. {NO_PREEMPTION}.")
+}
+
+/// The taint a cordon stands for: `NodeUnschedulable` lets a pod that tolerates it through
+/// (`pkg/scheduler/framework/plugins/nodeunschedulable`).
+const UNSCHEDULABLE_TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
+
+/// `Toleration.ToleratesTaint` (`k8s.io/api/core/v1/toleration.go`): an empty effect matches
+/// every effect, an empty key (with `Exists`) every key; the operator defaults to `Equal`.
+pub(super) fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or_default();
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or_default();
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match toleration.operator.as_deref().unwrap_or_default() {
+        "" | "Equal" => {
+            toleration.value.as_deref().unwrap_or_default()
+                == taint.value.as_deref().unwrap_or_default()
+        }
+        "Exists" => true,
+        _ => false,
+    }
+}
+
+/// The first `NoSchedule`/`NoExecute` taint no toleration tolerates (`v1helper.
+/// FindMatchingUntoleratedTaint` as the TaintToleration filter calls it; `PreferNoSchedule` is
+/// only a score).
+fn untolerated<'t>(taints: &'t [Taint], tolerations: &[Toleration]) -> Option<&'t Taint> {
+    taints.iter().find(|taint| {
+        matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
+            && !tolerations.iter().any(|t| tolerates(t, taint))
+    })
+}
 
 /// One scheduling attempt (`pkg/scheduler/framework`: VolumeBinding PreFilter, NodeAffinity).
 fn decide(shared: &Shared, handle: &PodHandle) -> Decision {
@@ -63,11 +114,33 @@ fn decide(shared: &Shared, handle: &PodHandle) -> Decision {
                 )
                 .is_none()
         {
-            return Decision::Unschedulable(format!(
-                "0/1 nodes are available: persistentvolumeclaim \"{}\" not found. {NO_PREEMPTION}",
+            return Decision::Unschedulable(fit_error(&format!(
+                "persistentvolumeclaim \"{}\" not found",
                 claim.claim_name
-            ));
+            )));
         }
+    }
+    let tolerations = spec.tolerations.clone().unwrap_or_default();
+    let (cordoned, taints) = {
+        let scripts = shared.kubelet.scripts.lock().expect("scripts lock");
+        (scripts.cordoned, scripts.taints.clone())
+    };
+    // NodeUnschedulable (`pkg/scheduler/framework/plugins/nodeunschedulable`).
+    let cordon_taint = Taint {
+        key: UNSCHEDULABLE_TAINT_KEY.to_string(),
+        effect: "NoSchedule".to_string(),
+        ..Taint::default()
+    };
+    if cordoned && !tolerations.iter().any(|t| tolerates(t, &cordon_taint)) {
+        return Decision::Unschedulable(fit_error("1 node(s) were unschedulable"));
+    }
+    // TaintToleration (`pkg/scheduler/framework/plugins/tainttoleration`).
+    if let Some(taint) = untolerated(&taints, &tolerations) {
+        return Decision::Unschedulable(fit_error(&format!(
+            "1 node(s) had untolerated taint {{{}: {}}}",
+            taint.key,
+            taint.value.as_deref().unwrap_or_default()
+        )));
     }
     let labels = &shared.options.node_labels;
     let selector_ok = spec
@@ -100,8 +173,8 @@ fn decide(shared: &Shared, handle: &PodHandle) -> Decision {
             })
         });
     if !selector_ok || !affinity_ok {
-        return Decision::Unschedulable(format!(
-            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. {NO_PREEMPTION}"
+        return Decision::Unschedulable(fit_error(
+            "1 node(s) didn't match Pod's node affinity/selector",
         ));
     }
     Decision::Bind
@@ -189,5 +262,72 @@ pub(super) async fn schedule(
         {
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taint(key: &str, value: &str, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: (!value.is_empty()).then(|| value.into()),
+            effect: effect.into(),
+            time_added: None,
+        }
+    }
+
+    fn toleration(key: &str, operator: &str, value: &str, effect: &str) -> Toleration {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Toleration {
+            key: some(key),
+            operator: some(operator),
+            value: some(value),
+            effect: some(effect),
+            toleration_seconds: None,
+        }
+    }
+
+    /// `Toleration.ToleratesTaint`, case by case.
+    #[test]
+    fn tolerations_match_taints_as_kubernetes_does() {
+        let runners = taint("dedicated", "runners", "NoSchedule");
+        let cases = [
+            (
+                toleration("dedicated", "Equal", "runners", "NoSchedule"),
+                true,
+            ),
+            (toleration("dedicated", "", "runners", "NoSchedule"), true), // "" is Equal
+            (toleration("dedicated", "Equal", "runners", ""), true),      // every effect
+            (toleration("dedicated", "Exists", "", "NoSchedule"), true),
+            (toleration("", "Exists", "", ""), true), // tolerates everything
+            (toleration("", "Exists", "", "NoExecute"), false),
+            (
+                toleration("dedicated", "Equal", "builds", "NoSchedule"),
+                false,
+            ),
+            (toleration("dedicated", "Equal", "", "NoSchedule"), false),
+            (toleration("other", "Exists", "", ""), false),
+            (
+                toleration("dedicated", "Gt", "runners", "NoSchedule"),
+                false,
+            ),
+        ];
+        for (toleration, expected) in cases {
+            assert_eq!(tolerates(&toleration, &runners), expected, "{toleration:?}");
+        }
+        let soft = taint("spot", "", "PreferNoSchedule");
+        assert_eq!(
+            untolerated(std::slice::from_ref(&soft), &[]),
+            None,
+            "only a score"
+        );
+        let hard = [soft, runners.clone()];
+        assert_eq!(untolerated(&hard, &[]), Some(&runners));
+        assert_eq!(
+            fit_error("1 node(s) were unschedulable"),
+            "0/1 nodes are available: 1 node(s) were unschedulable. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.."
+        );
     }
 }
