@@ -4,7 +4,16 @@
 //! and never in the exec URL (which API-server audit logs record): a fixed wrapper script reads
 //! exactly as many bytes as we send (`head -c`), `eval`s the single-quoted `export` lines, and
 //! `exec`s the step's entry point. Values with `$`, quotes, backticks, backslashes and newlines
-//! arrive byte for byte. The wrapper records its pid so a cancelled step can be stopped.
+//! arrive byte for byte. The wrapper records the step's pid so a cancelled step can be stopped.
+//!
+//! The step does not depend on the exec connection: the wrapper starts it in the background with
+//! its stdout, stderr and exit status in files of a step directory in the pod, then follows those
+//! files on the exec's own stdout and stderr and ends with the step's exit code. When the
+//! connection breaks (an API server restart, a network hiccup, a connection that stops
+//! answering), the step keeps running; the hook waits for the API server and re-attaches a
+//! follower from the byte offsets it has already passed on, so every byte reaches the runner
+//! once and the step's real exit code ends the command. The files live in the job pod's
+//! `_temp/_runner_k8s_hook/` until the next step starts (or the job pod goes).
 //!
 //! In copy mode the runner's `_temp` (the step script, file-command files) goes into the pod
 //! before the step and `_temp/_runner_file_commands` comes back after it, so `GITHUB_OUTPUT`,
@@ -13,11 +22,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use std::pin::Pin;
+use std::task::Poll;
+
 use anyhow::Context as _;
-use tracing::{debug, warn};
+use tokio::io::AsyncWrite;
+use tracing::{debug, info, warn};
 
 use super::Outcome;
-use crate::k8s::{Context, Undo};
+use crate::k8s::exec::PodExec;
+use crate::k8s::{Context, Undo, retry};
 use crate::protocol::{DataPlane, ScriptStepArgs, State};
 use crate::shell;
 use crate::workspace::{self, CopyOptions, Stdin};
@@ -30,14 +44,24 @@ use crate::k8s::names::JOB_CONTAINER;
 /// Where the runner's `_work` is mounted in the job container.
 pub const WORK_MOUNT: &str = "/__w";
 
-/// The wrapper that runs a step. Positional parameters: `$1` pid file, `$2` byte count of the
-/// environment on stdin, `$3` working directory (may be empty), `$4` directories to prepend to
-/// `PATH` (may be empty), `$5` how many `NAME=value` pairs the environment script left in
-/// `runner_k8s_hook_pair_<i>` for `env` (names sh cannot export), then the command. It never
-/// interpolates user input into its own text.
-pub const STEP_WRAPPER: &str = r#"set -e
-mkdir -p "${1%/*}"
-echo "$$" > "$1"
+/// Where step directories live in the job container.
+pub const STEP_DIRS: &str = "/__w/_temp/_runner_k8s_hook";
+
+/// The start of the wrapper that runs a step. Positional parameters: `$1` the step directory, `$2`
+/// byte count of the environment on stdin, `$3` working directory (may be empty), `$4`
+/// directories to prepend to `PATH` (may be empty), `$5` how many `NAME=value` pairs the
+/// environment script left in `runner_k8s_hook_pair_<i>` for `env` (names sh cannot export),
+/// then the command. It never interpolates user input into its own text. It starts the step in
+/// the background (output and exit status in the step directory, pid in `pid`) and goes on as
+/// the [`FOLLOW`]er from offset 0.
+const START: &str = r#"set -e
+d=$1
+# Finished steps' directories go now: never by a follower, since an earlier follower of a step
+# whose connection broke may still be reading them.
+for old in "${d%/*}"/step-*; do
+  if [ -f "$old/exit" ]; then rm -rf "$old"; fi
+done
+mkdir -p "$d"
 runner_k8s_hook_env=$(head -c "$2")
 eval "$runner_k8s_hook_env"
 unset runner_k8s_hook_env
@@ -54,7 +78,48 @@ if [ "$runner_k8s_hook_pairs" -gt 0 ]; then
   done
   set -- env "$@"
 fi
-exec "$@" </dev/null"#;
+: > "$d/out"
+: > "$d/err"
+set +e
+("$@" >"$d/out" 2>"$d/err"; echo "$?" > "$d/exit.new"; mv "$d/exit.new" "$d/exit") </dev/null >/dev/null 2>&1 &
+echo "$!" > "$d/pid"
+o=0
+e=0
+"#;
+
+/// Follow a step's files from byte offsets `$o` (stdout) and `$e` (stderr) until it has ended,
+/// then exit with its exit code. Exit 255 with a message when the step directory is gone or
+/// the step was stopped (cancelled) before it recorded a status. Uses `wc`, `tail -c`,
+/// `head -c` and a fractional `sleep` (BusyBox and GNU both have them).
+const FOLLOW: &str = r#"[ -f "$d/pid" ] || [ -f "$d/exit" ] || { echo "runner-k8s-hook: the step's state in $d is gone" >&2; exit 255; }
+n=0
+while :; do
+  if [ -f "$d/exit" ]; then last=1; else last=0; fi
+  if [ -f "$d/out" ]; then
+    s=$(($(wc -c < "$d/out")))
+    if [ "$s" -gt "$o" ]; then tail -c "+$((o + 1))" "$d/out" | head -c "$((s - o))"; o=$s; n=0; fi
+    s=$(($(wc -c < "$d/err")))
+    if [ "$s" -gt "$e" ]; then tail -c "+$((e + 1))" "$d/err" | head -c "$((s - e))" >&2; e=$s; n=0; fi
+  fi
+  if [ "$last" = 1 ]; then exit "$(cat "$d/exit")"; fi
+  if ! kill -0 "$(cat "$d/pid" 2>/dev/null)" 2>/dev/null && [ ! -f "$d/exit" ]; then
+    echo "runner-k8s-hook: the step was stopped before it ended" >&2
+    exit 255
+  fi
+  n=$((n + 1))
+  if [ "$n" -lt 50 ]; then sleep 0.05; else sleep 0.2; fi
+done"#;
+
+/// The wrapper that starts a step and follows it.
+pub fn step_wrapper() -> String {
+    [START, FOLLOW].concat()
+}
+
+/// The script that re-attaches to a running step: `$1` step directory, `$2` and `$3` the stdout
+/// and stderr bytes already passed on.
+pub fn reattach_script() -> String {
+    ["d=$1\no=$2\ne=$3\n", FOLLOW].concat()
+}
 
 /// Run `run_script_step`.
 ///
@@ -87,33 +152,23 @@ pub async fn run(args: ScriptStepArgs, state: State, context: &Context) -> anyho
         debug!(%report, "_temp copied in");
     }
 
-    let pid_file = format!(
-        "{WORK_MOUNT}/_temp/_runner_k8s_hook/step-{}.pid",
-        crate::k8s::names::random_suffix()
-    );
+    let step_dir = format!("{STEP_DIRS}/step-{}", crate::k8s::names::random_suffix());
     let command = StepCommand::new(
         &args.environment_variables,
         args.working_directory.as_deref().unwrap_or(""),
         &args.prepend_path.joined().unwrap_or_default(),
-        &pid_file,
+        &step_dir,
         entry_point,
         &entry_point_args,
     );
     let undo = Undo::StopProcess {
         pod: pod.to_owned(),
         container: JOB_CONTAINER.to_owned(),
-        pid_file: pid_file.clone(),
+        pid_file: format!("{step_dir}/pid"),
     };
     context.undo.push(undo.clone());
     debug!(pod, entry_point, "running script step");
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
-    let stdin = Stdin {
-        len: command.stdin.len() as u64,
-        reader: Box::new(command.stdin.as_slice()),
-    };
-    let result = exec
-        .exec(command.argv, Some(stdin), &mut stdout, &mut stderr)
+    let result = run_attached(&exec, command, &step_dir)
         .await
         .with_context(|| format!("failed to run the step in pod `{pod}`"));
     context.undo.forget(&undo);
@@ -142,6 +197,97 @@ pub async fn run(args: ScriptStepArgs, state: State, context: &Context) -> anyho
     }
 }
 
+/// Start the step and follow it to its end, re-attaching after a broken connection from the
+/// bytes already passed on, for as long as the API server may be away
+/// ([`retry::OUTAGE_BUDGET`]).
+async fn run_attached(exec: &PodExec, command: StepCommand, step_dir: &str) -> anyhow::Result<i32> {
+    let mut stdout = Counted::new(tokio::io::stdout());
+    let mut stderr = Counted::new(tokio::io::stderr());
+    let stdin = Stdin {
+        len: command.stdin.len() as u64,
+        reader: Box::new(command.stdin.as_slice()),
+    };
+    let mut result = exec
+        .exec(command.argv, Some(stdin), &mut stdout, &mut stderr)
+        .await;
+    let mut broken_since: Option<tokio::time::Instant> = None;
+    let mut backoff = retry::Backoff::default();
+    loop {
+        let error = match result {
+            Ok(code) => return Ok(code),
+            Err(error) if error.step_may_run_on() => error,
+            Err(error) => return Err(error.into()),
+        };
+        let since = *broken_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() > retry::OUTAGE_BUDGET {
+            return Err(anyhow::Error::new(error).context(format!(
+                "could not re-attach to the step for {}s",
+                retry::OUTAGE_BUDGET.as_secs()
+            )));
+        }
+        if since.elapsed() < std::time::Duration::from_millis(10) {
+            warn!(
+                error = %error,
+                "the connection to the step broke; it goes on running in the pod, re-attaching"
+            );
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+        let argv = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            reattach_script(),
+            "sh".to_owned(),
+            step_dir.to_owned(),
+            stdout.count.to_string(),
+            stderr.count.to_string(),
+        ];
+        result = exec.exec(argv, None, &mut stdout, &mut stderr).await;
+        if result.is_ok() {
+            info!(after = ?since.elapsed(), "re-attached to the step");
+        }
+    }
+}
+
+/// A writer that counts what passed through it.
+struct Counted<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W> Counted<W> {
+    fn new(inner: W) -> Counted<W> {
+        Counted { inner, count: 0 }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.count += n as u64;
+        }
+        poll
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// The runner's `_temp` on the runner host (`RUNNER_TEMP`).
 fn runner_temp(context: &Context) -> anyhow::Result<PathBuf> {
     context.config.runner_temp.clone().context(
@@ -161,7 +307,7 @@ pub fn exit_status_byte(code: i32) -> u8 {
 /// The exec argv and stdin for one step.
 #[derive(Debug)]
 pub struct StepCommand {
-    /// `sh -c <wrapper> sh <pid file> <n> <wd> <path> <pairs> <entry point> <args>...`
+    /// `sh -c <wrapper> sh <step dir> <n> <wd> <path> <pairs> <entry point> <args>...`
     pub argv: Vec<String>,
     /// The environment as `export` lines (contains secrets: never log it).
     pub stdin: Vec<u8>,
@@ -173,7 +319,7 @@ impl StepCommand {
         env: &BTreeMap<String, String>,
         working_directory: &str,
         prepend_path: &str,
-        pid_file: &str,
+        step_dir: &str,
         entry_point: &str,
         entry_point_args: &[String],
     ) -> StepCommand {
@@ -181,9 +327,9 @@ impl StepCommand {
         let mut argv = vec![
             "sh".to_owned(),
             "-c".to_owned(),
-            STEP_WRAPPER.to_owned(),
+            step_wrapper(),
             "sh".to_owned(),
-            pid_file.to_owned(),
+            step_dir.to_owned(),
             stdin.len().to_string(),
             working_directory.to_owned(),
             prepend_path.to_owned(),
@@ -268,12 +414,12 @@ mod tests {
             ("EMPTY".to_owned(), String::new()),
             ("my-var".to_owned(), "dash $x".to_owned()),
         ]);
-        let pid_file = dir.path().join("p/step.pid");
+        let step_dir = dir.path().join("p/step-1");
         let command = StepCommand::new(
             &env,
             dir.path().to_str().unwrap(),
             "/opt/a/bin:/opt/b/bin",
-            pid_file.to_str().unwrap(),
+            step_dir.to_str().unwrap(),
             "sh",
             &[
                 "-c".to_owned(),
@@ -297,7 +443,119 @@ mod tests {
                 dir.path().canonicalize().unwrap().display()
             )
         );
-        assert!(pid_file.exists(), "the wrapper records its pid");
+        assert_eq!(
+            std::fs::read_to_string(step_dir.join("exit")).unwrap(),
+            "0\n",
+            "the step's status is kept"
+        );
+        // The next step removes it.
+        let next = StepCommand::new(
+            &env,
+            "",
+            "",
+            dir.path().join("p/step-2").to_str().unwrap(),
+            "true",
+            &[],
+        );
+        assert_eq!(run_locally(&next).0, 0);
+        assert!(
+            !step_dir.exists(),
+            "a finished step's directory goes when the next starts"
+        );
+    }
+
+    /// The step goes on when its follower dies (a broken exec connection), and a re-attached
+    /// follower passes on the rest of its output, each byte once, and its exit code.
+    #[test]
+    fn a_step_outlives_its_follower_and_a_new_one_picks_up_where_it_stopped() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let step_dir = dir.path().join("step");
+        let command = StepCommand::new(
+            &BTreeMap::new(),
+            "",
+            "",
+            step_dir.to_str().unwrap(),
+            "sh",
+            &[
+                "-c".to_owned(),
+                "for i in 1 2 3 4 5 6; do echo out$i; echo err$i >&2; sleep 0.2; done; exit 7"
+                    .to_owned(),
+            ],
+        );
+        let err_file = dir.path().join("stderr-1");
+        let mut first = Command::new(&command.argv[0])
+            .args(&command.argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&err_file).unwrap())
+            .spawn()
+            .unwrap();
+        first
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&command.stdin)
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut stdout = first.stdout.take().unwrap();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"out2\n") {
+            stdout.read_exact(&mut byte).unwrap();
+            seen.push(byte[0]);
+        }
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let err_seen = std::fs::read(&err_file).unwrap();
+
+        let resumed = Command::new("sh")
+            .args(["-c", &reattach_script(), "sh"])
+            .arg(&step_dir)
+            .arg(seen.len().to_string())
+            .arg(err_seen.len().to_string())
+            .output()
+            .unwrap();
+        assert_eq!(resumed.status.code(), Some(7), "the step's own exit code");
+        let mut out = seen;
+        out.extend_from_slice(&resumed.stdout);
+        let mut err = err_seen;
+        err.extend_from_slice(&resumed.stderr);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "out1\nout2\nout3\nout4\nout5\nout6\n"
+        );
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "err1\nerr2\nerr3\nerr4\nerr5\nerr6\n"
+        );
+    }
+
+    #[test]
+    fn a_stopped_step_ends_its_follower_with_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let step_dir = dir.path().join("step");
+        std::fs::create_dir_all(&step_dir).unwrap();
+        for name in ["out", "err"] {
+            std::fs::write(step_dir.join(name), "").unwrap();
+        }
+        // A pid that is not running and no exit status: what `STOP_PROCESS_TREE` leaves.
+        std::fs::write(step_dir.join("pid"), "999999999").unwrap();
+        let follower = Command::new("sh")
+            .args(["-c", &reattach_script(), "sh"])
+            .arg(&step_dir)
+            .args(["0", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(follower.status.code(), Some(255));
+        assert!(String::from_utf8_lossy(&follower.stderr).contains("the step was stopped"));
+        let gone = Command::new("sh")
+            .args(["-c", &reattach_script(), "sh"])
+            .arg(dir.path().join("nothing"))
+            .args(["0", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(gone.status.code(), Some(255));
+        assert!(String::from_utf8_lossy(&gone.stderr).contains("the step's state in"));
     }
 
     #[test]
@@ -312,7 +570,7 @@ mod tests {
             &env,
             "",
             "",
-            dir.path().join("x.pid").to_str().unwrap(),
+            dir.path().join("x").to_str().unwrap(),
             "env",
             &[],
         );
@@ -336,7 +594,7 @@ mod tests {
             &BTreeMap::new(),
             "",
             "",
-            dir.path().join("x.pid").to_str().unwrap(),
+            dir.path().join("x").to_str().unwrap(),
             "sh",
             &["-c".to_owned(), "cat; exit 3".to_owned()],
         );

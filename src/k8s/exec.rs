@@ -106,6 +106,20 @@ pub enum ExecError {
     },
 }
 
+impl ExecError {
+    /// Whether the command may still be running in the container: the connection broke or went
+    /// silent after the command started, and nothing said how it ended (a real API server
+    /// leaves the process running when the client goes away).
+    pub fn step_may_run_on(&self) -> bool {
+        matches!(
+            self,
+            ExecError::Connection { .. }
+                | ExecError::HeartbeatTimeout { .. }
+                | ExecError::ClosedWithoutStatus { .. }
+        )
+    }
+}
+
 /// A container to run commands in.
 #[derive(Clone)]
 pub struct PodExec {

@@ -53,40 +53,40 @@ pub enum LogError {
     },
 }
 
-/// Where the follower stands: the time of the last line passed on, and how many lines with
-/// that time were passed on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Where the follower stands: the times of the lines passed on lately (the last two seconds'
+/// worth), enough to tell which lines a resumed stream sends again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Position {
-    last: Option<(Timestamp, usize)>,
+    recent: std::collections::VecDeque<Timestamp>,
 }
 
 impl Position {
-    /// Whether a line stamped `at`, the `nth_at` line with that time in this stream (from 1),
-    /// was passed on before the stream broke.
-    fn seen(&self, at: Timestamp, nth_at: usize) -> bool {
-        match self.last {
-            None => false,
-            Some((last, count)) => at < last || (at == last && nth_at <= count),
+    fn passed(&mut self, at: Timestamp) {
+        self.recent.push_back(at);
+        let newest = self.recent.iter().max().copied().unwrap_or(at);
+        let horizon = newest
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(2))
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        while self.recent.front().is_some_and(|t| *t < horizon) && self.recent.len() > 1 {
+            self.recent.pop_front();
         }
     }
 
-    fn passed(&mut self, at: Timestamp) {
-        self.last = Some(match self.last {
-            Some((last, count)) if last == at => (last, count + 1),
-            _ => (at, 1),
-        });
-    }
-
-    /// The `sinceTime` to resume from: the last second seen, rounded down, so kube's rounding
-    /// to whole seconds never skips a line.
-    fn since(&self) -> Option<Timestamp> {
-        let (at, _) = self.last?;
-        at.round(
-            k8s_openapi::jiff::TimestampRound::new()
-                .smallest(Unit::Second)
-                .mode(k8s_openapi::jiff::RoundMode::Trunc),
-        )
-        .ok()
+    /// The `sinceTime` to resume from: the last line's time rounded down to the second (kube
+    /// sends whole seconds; rounding down never skips a line), and how many of the lines
+    /// already passed on the API server sends again from then: those at or after that time.
+    /// It sends them first, in the order they were passed on (the log's own order).
+    fn resume(&self) -> Option<(Timestamp, usize)> {
+        let last = *self.recent.back()?;
+        let since = last
+            .round(
+                k8s_openapi::jiff::TimestampRound::new()
+                    .smallest(Unit::Second)
+                    .mode(k8s_openapi::jiff::RoundMode::Trunc),
+            )
+            .ok()?;
+        let again = self.recent.iter().filter(|t| **t >= since).count();
+        Some((since, again))
     }
 }
 
@@ -115,11 +115,12 @@ pub async fn follow(
     let mut broken_since: Option<Instant> = None;
     let mut backoff = retry::Backoff::default();
     loop {
+        let resume = position.resume();
         let params = LogParams {
             container: Some(container.to_owned()),
             follow: true,
             timestamps: true,
-            since_time: position.since(),
+            since_time: resume.map(|(since, _)| since),
             ..LogParams::default()
         };
         let stream = retry::call("follow a log", || pods.log_stream(pod, &params))
@@ -130,9 +131,8 @@ pub async fn follow(
                 source,
             })?;
         let mut stream = std::pin::pin!(stream);
-        // Lines with the same time as the last one passed on, in this stream.
-        let mut same_time = 0;
-        let mut resumed = position;
+        // Lines this stream sends again before the new ones.
+        let mut again = resume.map_or(0, |(_, again)| again);
         let mut line = Vec::new();
         let error = loop {
             line.clear();
@@ -148,14 +148,10 @@ pub async fn follow(
                 on_line(&line);
                 continue;
             };
-            same_time = match resumed.last {
-                Some((last, _)) if last == at => same_time + 1,
-                _ => 1,
-            };
-            if resumed.seen(at, same_time) {
+            if again > 0 {
+                again -= 1;
                 continue;
             }
-            resumed = Position::default();
             write(out, pod, text).await?;
             on_line(text);
             position.passed(at);
@@ -215,21 +211,24 @@ mod tests {
     }
 
     #[test]
-    fn resuming_skips_exactly_the_lines_passed_on() {
+    fn resuming_counts_the_lines_the_server_sends_again() {
         let mut position = Position::default();
-        let t1 = at("2026-12-02T22:53:52.100000000Z");
-        let t2 = at("2026-12-02T22:53:52.900000000Z");
-        position.passed(t1);
-        position.passed(t2);
-        position.passed(t2);
-        // The server resends from the whole second: everything before, and the two lines at
-        // t2 already passed on, are skipped; a third line at t2 is new.
-        assert!(position.seen(t1, 1));
-        assert!(position.seen(t2, 1));
-        assert!(position.seen(t2, 2));
-        assert!(!position.seen(t2, 3));
-        assert!(!position.seen(at("2026-12-02T22:53:53Z"), 1));
-        assert_eq!(position.since(), Some(at("2026-12-02T22:53:52Z")));
-        assert_eq!(Position::default().since(), None);
+        assert_eq!(position.resume(), None);
+        for time in [
+            "2026-12-02T22:53:51.900000000Z",
+            "2026-12-02T22:53:52.100000000Z",
+            // stdout and stderr can be stamped slightly out of order in the log
+            "2026-12-02T22:53:52.900000000Z",
+            "2026-12-02T22:53:52.800000000Z",
+            "2026-12-02T22:53:52.950000000Z",
+        ] {
+            position.passed(at(time));
+        }
+        // From 22:53:52 the server resends the last four lines, then the new ones.
+        assert_eq!(position.resume(), Some((at("2026-12-02T22:53:52Z"), 4)));
+        // Old times are forgotten, the window stays small.
+        position.passed(at("2026-12-02T22:54:30.000000000Z"));
+        assert_eq!(position.recent.len(), 1);
+        assert_eq!(position.resume(), Some((at("2026-12-02T22:54:30Z"), 1)));
     }
 }

@@ -6,6 +6,7 @@
 mod support;
 
 mod action_js;
+mod api_faults;
 mod build_action;
 mod build_real;
 mod cli;
