@@ -20,4 +20,5 @@ mod job_failures;
 mod protocol;
 mod shim;
 mod tainted_node;
+mod wait_bench;
 mod workspace;
