@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test demo deps lint fmt bench bench-startup bench-build bench-copy
+.PHONY: test demo deps lint fmt bench bench-startup bench-build bench-copy bench-wait
 
 deps:
 	@scripts/install-deps.sh test
@@ -23,7 +23,7 @@ fmt:
 demo: ## build examples/hello-action rootless, push it to a local registry, run it (scripts/demo.sh)
 	@scripts/demo.sh
 
-bench: bench-startup bench-copy bench-build ## every benchmark (see bench/README.md)
+bench: bench-startup bench-copy bench-build bench-wait ## every benchmark (see bench/README.md)
 
 bench-copy: deps
 	bench/copy.sh
@@ -33,3 +33,6 @@ bench-startup: deps
 
 bench-build: deps
 	bench/build.sh
+
+bench-wait: deps
+	bench/wait.sh

@@ -19,7 +19,9 @@ async fn waiting_by_polling_against_waiting_by_watch() {
         .unwrap_or(10);
     let cluster = FakeCluster::start().await;
     cluster.images().register_common();
-    cluster.images().register_host("node:22", &["sleep", "3600"]);
+    cluster
+        .images()
+        .register_host("node:22", &["sleep", "3600"]);
     let runner = Runner::start(&cluster, "runner-bench", Mode::Volume).await;
     for run in 0..runs * 2 {
         let watch = run % 2 == 1;

@@ -20,14 +20,18 @@
 //! ```ignore
 //! let cluster = FakeCluster::start().await;          // or start_with(FakeClusterOptions { .. })
 //! cluster.images().register_common();               // busybox, alpine, ubuntu:22.04, ... = host /
-//! let client = cluster.client().await;              // kube::Client from cluster.kubeconfig_path()
+//! let client = cluster.client().await;              // the test's own client: an admin
+//! let hook = cluster.hook_client().await;           // the hook's service account (kubeconfig_path())
 //! let pods: Api<Pod> = Api::namespaced(client, cluster.namespace());
 //! cluster.kubelet().hold("job-*");                   // scripting (see KubeletScript)
 //! cluster.kubelet().taint("dedicated", "runners", "NoSchedule"); // kubectl taint; untaint(key)
 //! cluster.kubelet().cordon();                        // kubectl cordon; uncordon()
 //! cluster.faults().fail_next(1, "GET", "/pods/x", 500, "etcd timeout");
-//! cluster.rbac().deny("pods/exec", "create");
-//! cluster.requests();                                // what the client asked, in order
+//! cluster.faults().api_down(Duration::from_secs(10)); // an API server restart: port closed, all cut
+//! cluster.faults().cut_execs();                       // or cut_log_streams(): mid-stream drops
+//! cluster.rbac().deny("pods/exec", "create");        // the hook's Role: ARC's chart Role by default
+//! cluster.requests();                                // what the clients asked, in order
+//! cluster.refused_hook_requests();                   // what the Role refused the hook
 //! ```
 //!
 //! # Faithful
@@ -39,8 +43,14 @@
 //! TaintToleration with `Toleration.ToleratesTaint` matching, NodeAffinity, a missing PVC), a
 //! pod with `spec.nodeName` skipping the scheduler (no `Scheduled` Event, runs despite taints and
 //! cordon), waiting pods scheduled at once when the node's taints or cordon change,
-//! pod phase rules (`getPhase`), pods/log errors, exec protocol (v5 close, v4 whole-socket close,
-//! Status frames, the different error paths of v5 (apiserver translator) and v4 (kubelet)).
+//! pod phase rules (`getPhase`), pods/log errors and `timestamps`/`sinceTime`, exec protocol (v5
+//! close, v4 whole-socket close, Status frames, the different error paths of v5 (apiserver
+//! translator) and v4 (kubelet)), an exec's command running on when its client goes away; RBAC
+//! as the authorizer does it: the hook's service account is checked per resource, subresource
+//! and verb against a Role (ARC's chart Role unless a test changes it), the verb taken from the
+//! request as `requestinfo.go` does (a WebSocket exec GET is `get` on `pods/exec`, as on 1.28),
+//! with the authorizer's exact message (named when a field selector names the object); an API
+//! server that goes away (refused connections, every watch, log stream and exec cut at once).
 //!
 //! # Simplified (and why)
 //! One node, without a Node object in the API (taints and cordon are set through
