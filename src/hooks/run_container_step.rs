@@ -230,9 +230,15 @@ pub async fn run_image(
         container: JOB_CONTAINER.to_owned(),
     };
     let end = wait::until(context, &pod, &terminated, STEP_RUNS_UNTIL_CANCELLED);
-    let (log, end) = tokio::join!(log, end);
-    if let Err(e) = log {
-        warn!(error = %format!("{e:#}"), "the step's log could not be followed to the end");
+    let (log, end) = logs::follow_until(log, end).await;
+    match log {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            warn!(error = %format!("{e:#}"), "the step's log could not be followed to the end");
+        }
+        None => {
+            warn!("the step's log did not end with the container; its last lines may be missing")
+        }
     }
     let (_, reached) = end.with_context(|| format!("the step pod `{pod}` failed"))?;
     let Reached::Terminated {

@@ -175,7 +175,7 @@ impl PodExecutor<'_> {
             container: BUILD_CONTAINER.to_owned(),
         };
         let end = wait::until(context, &name, &terminated, config.timeout);
-        let (followed, end) = follow_until(follow, end).await;
+        let (followed, end) = crate::k8s::logs::follow_until(follow, end).await;
         if let Some(Err(e)) = followed {
             warn!(error = %e, "the build log could not be followed to the end");
         }
@@ -209,34 +209,6 @@ impl PodExecutor<'_> {
         build::parse_result(spec, message.as_deref().unwrap_or_default())
     }
 }
-
-/// Run `end` while `follow` streams the log; once `end` is done, give the log [`LOG_DRAIN`] to
-/// finish (the API server ends a followed log when the container ends) and stop following it
-/// then: a timed-out build's container is still running, and its log would never end.
-async fn follow_until<F, E, T, X>(follow: F, end: E) -> (Option<anyhow::Result<()>>, Result<T, X>)
-where
-    F: std::future::Future<Output = anyhow::Result<()>>,
-    E: std::future::Future<Output = Result<T, X>>,
-{
-    let mut follow = std::pin::pin!(follow);
-    let mut end = std::pin::pin!(end);
-    let mut followed = None;
-    let result = loop {
-        tokio::select! {
-            r = &mut follow, if followed.is_none() => followed = Some(r),
-            r = &mut end => break r,
-        }
-    };
-    // Only a container that ended has a log that ends; after a timeout or a failure to watch,
-    // stop following at once.
-    if followed.is_none() && result.is_ok() {
-        followed = tokio::time::timeout(LOG_DRAIN, follow).await.ok();
-    }
-    (followed, result)
-}
-
-/// How long the end of a build's log may take to arrive after the build container ended.
-pub const LOG_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A failure of the pod around the build, reported like the script's own setup failures.
 fn setup_error(line: String) -> BuildError {

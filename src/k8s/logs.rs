@@ -90,6 +90,39 @@ impl Position {
     }
 }
 
+/// Run `end` (the wait for the container's end) while `follow` streams the log; once `end` is
+/// done, give the log [`LOG_DRAIN`] to finish (the API server ends a followed log about a second
+/// after the container ends) and stop following it then: a timed-out build's container is still
+/// running, and a log stream on a half-open connection would never end. The exit code never
+/// waits for the log.
+pub async fn follow_until<F, E, T, X>(
+    follow: F,
+    end: E,
+) -> (Option<anyhow::Result<()>>, Result<T, X>)
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+    E: std::future::Future<Output = Result<T, X>>,
+{
+    let mut follow = std::pin::pin!(follow);
+    let mut end = std::pin::pin!(end);
+    let mut followed = None;
+    let result = loop {
+        tokio::select! {
+            r = &mut follow, if followed.is_none() => followed = Some(r),
+            r = &mut end => break r,
+        }
+    };
+    // Only a container that ended has a log that ends; after a timeout or a failure to watch,
+    // stop following at once.
+    if followed.is_none() && result.is_ok() {
+        followed = tokio::time::timeout(LOG_DRAIN, follow).await.ok();
+    }
+    (followed, result)
+}
+
+/// How long the end of a build's log may take to arrive after the build container ended.
+pub const LOG_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Split `<RFC 3339 time> <text>` as the API server writes each line with `timestamps=true`.
 fn split_timestamp(line: &[u8]) -> Option<(Timestamp, &[u8])> {
     let space = line.iter().position(|b| *b == b' ')?;

@@ -215,3 +215,32 @@ async fn throttled_and_failing_requests_are_retried() {
         .count();
     assert_eq!(throttled, 3, "every throttled create was retried");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_stream_that_goes_silent_does_not_hold_the_step_or_lose_its_exit_code() {
+    let (cluster, runner, state) = setup(Mode::Copy).await;
+    let (mut request, _) = runner.request("run_container_step");
+    request["state"] = state;
+    request["args"]["image"] = SLOW_IMAGE.into();
+    request["args"]["entryPoint"] = Value::Null;
+    let started = std::time::Instant::now();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_with_fault(&runner, &request, Duration::from_millis(2000), || {
+            cluster.faults().stall_log_streams()
+        }),
+    )
+    .await
+    .expect("the hook does not wait for a log that never ends");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the step ended {:?} after it started",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("the step's log did not end with the container"),
+        "{stderr}"
+    );
+}

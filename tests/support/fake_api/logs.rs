@@ -277,12 +277,23 @@ pub async fn serve(
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let mut version = buffer.version.subscribe();
     let timestamps = options.timestamps;
+    let feeder_shared = shared.clone();
+    let stalled = move || {
+        feeder_shared
+            .stall_logs
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
     shared.spawn(async move {
         if tx.send(Bytes::from(first)).await.is_err() {
             return;
         }
         let mut index = seen;
         loop {
+            if stalled() {
+                // Half-open: the connection stays, nothing more arrives.
+                tx.closed().await;
+                return;
+            }
             let (chunks, closed) = buffer.from(index);
             index += chunks.len();
             let mut data = render(&chunks, timestamps, &mut at_line_start);

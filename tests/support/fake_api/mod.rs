@@ -183,6 +183,8 @@ pub struct Shared {
     pub cuts: tokio::sync::broadcast::Sender<Cut>,
     /// While set and in the future, the API server is gone: its port refuses connections.
     pub down_until: Mutex<Option<std::time::Instant>>,
+    /// Followed log streams stop delivering but stay open (a half-open connection).
+    pub stall_logs: std::sync::atomic::AtomicBool,
     pub requests: Mutex<Vec<RequestRecord>>,
     pub tools: Tools,
     /// Root of everything on disk (pod dirs, PVC dirs, kubeconfig).
@@ -248,6 +250,7 @@ impl FakeCluster {
             faults: Mutex::new(Vec::new()),
             cuts: tokio::sync::broadcast::channel(16).0,
             down_until: Mutex::new(None),
+            stall_logs: std::sync::atomic::AtomicBool::new(false),
             requests: Mutex::new(Vec::new()),
             tools,
             root: root.clone(),
@@ -457,6 +460,14 @@ impl Faults<'_> {
     /// Cut every exec connection now (the commands keep running).
     pub fn cut_execs(&self) {
         let _ = self.0.cuts.send(Cut::Execs);
+    }
+
+    /// Followed log streams go silent from now on without ending, as on a half-open TCP
+    /// connection: nothing arrives, and nothing says so.
+    pub fn stall_log_streams(&self) {
+        self.0
+            .stall_logs
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Cut every followed log stream now, mid-stream.
