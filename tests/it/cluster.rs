@@ -13,7 +13,8 @@
 //! only starts and cleans up a job pod. No cluster can be installed on the project's CI machine:
 //! these are the tests a user runs.
 //!
-//! The taint and cordon tests also need `get` and `patch` on `nodes` (cluster-wide). They taint
+//! The chart-Role test also needs to create a ServiceAccount, a Role, a RoleBinding and a token in
+//! the test namespace. The taint and cordon tests also need `get` and `patch` on `nodes` (cluster-wide). They taint
 //! one node with a unique key (`runner-k8s-hook.test/<random>`, so no taint of yours is touched)
 //! and remove it, and uncordon the node, when they end, also when they fail.
 
@@ -229,7 +230,8 @@ async fn cluster_unpullable_image_fails_fast() {
     let cluster = cluster().await;
     let (runner, _guard) = start_runner(&cluster).await;
     let (mut request, _) = prepare_request(&runner);
-    request["args"]["container"]["image"] = "registry.invalid/nothing/here:1".into();
+    // A tag that does not exist: the registry answers "not found", which cannot heal.
+    request["args"]["container"]["image"] = "docker.io/library/busybox:rk8s-no-such-tag".into();
     let started = std::time::Instant::now();
     let output = run_hook(&runner, &request, &hook_env(&cluster)).await;
     let stderr = text(&output.stderr);
@@ -239,13 +241,10 @@ async fn cluster_unpullable_image_fails_fast() {
         "waited for the timeout"
     );
     assert!(
-        stderr.contains("registry.invalid/nothing/here:1"),
+        stderr.contains("docker.io/library/busybox:rk8s-no-such-tag"),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("ErrImagePull") || stderr.contains("ImagePullBackOff"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("ErrImagePull"), "{stderr}");
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let ours = ListParams::default().labels(&format!("runner-pod={}", runner.pod));
     assert!(
@@ -829,5 +828,267 @@ async fn cluster_volume_mode_job_pod_is_bound_to_the_cordoned_runner_node() {
         output.status.success(),
         "cleanup:\n{}",
         text(&output.stderr)
+    );
+}
+
+/// A service account bound to exactly ARC's chart Role (`tests/fixtures/rbac/arc-kube-mode-role.yaml`)
+/// and a kubeconfig that uses its token; everything is deleted when the guard is dropped.
+struct ChartRoleAccount {
+    client: Client,
+    namespace: String,
+    name: String,
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ChartRoleAccount {
+    async fn create(cluster: &Cluster) -> ChartRoleAccount {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+        let name = format!(
+            "rk8s-test-{}-gha-rs-kube-mode",
+            runner_k8s_hook::k8s::names::random_suffix()
+        );
+        let ns = &cluster.namespace;
+        let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), ns);
+        accounts
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await
+            .expect("create a service account (the test needs to manage RBAC in the namespace)");
+        let mut role: Value =
+            serde_yaml_ng::from_str(include_str!("../fixtures/rbac/arc-kube-mode-role.yaml"))
+                .unwrap();
+        role["metadata"]["name"] = name.clone().into();
+        let roles: Api<Role> = Api::namespaced(cluster.client.clone(), ns);
+        roles
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(role).unwrap(),
+            )
+            .await
+            .expect("create the chart's Role");
+        let bindings: Api<RoleBinding> = Api::namespaced(cluster.client.clone(), ns);
+        bindings
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
+                }))
+                .unwrap(),
+            )
+            .await
+            .expect("bind the chart's Role");
+        let token = accounts
+            .create_token_request(
+                &name,
+                &PostParams::default(),
+                &serde_json::from_value::<TokenRequest>(
+                    json!({"spec": {"audiences": [], "expirationSeconds": 3600}}),
+                )
+                .unwrap(),
+            )
+            .await
+            .expect("a token for the service account")
+            .status
+            .expect("a token")
+            .token;
+
+        // The same cluster (server, CA) as KUBECONFIG, with the service account's token.
+        let source = std::fs::read_to_string(&cluster.kubeconfig).expect("read KUBECONFIG");
+        let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&source).unwrap();
+        let current = config["current-context"]
+            .as_str()
+            .expect("a current context");
+        let context = config["contexts"]
+            .as_sequence()
+            .and_then(|cs| cs.iter().find(|c| c["name"].as_str() == Some(current)))
+            .expect("the current context");
+        let cluster_name = context["context"]["cluster"].as_str().unwrap();
+        let mut entry = config["clusters"]
+            .as_sequence()
+            .and_then(|cs| cs.iter().find(|c| c["name"].as_str() == Some(cluster_name)))
+            .expect("the current cluster")
+            .clone();
+        if let Some(ca) = entry["cluster"]["certificate-authority"].as_str()
+            && std::path::Path::new(ca).is_relative()
+        {
+            let base = cluster
+                .kubeconfig
+                .parent()
+                .unwrap_or(std::path::Path::new("."));
+            entry["cluster"]["certificate-authority"] =
+                base.join(ca).to_string_lossy().into_owned().into();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let document = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [serde_json::to_value(&entry).unwrap()],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": name, "context": {"cluster": cluster_name, "user": name, "namespace": ns}}],
+            "current-context": name,
+        });
+        std::fs::write(&kubeconfig, serde_yaml_ng::to_string(&document).unwrap()).unwrap();
+        ChartRoleAccount {
+            client: cluster.client.clone(),
+            namespace: ns.clone(),
+            name,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ChartRoleAccount {
+    fn drop(&mut self) {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+        let (client, ns, name) = (
+            self.client.clone(),
+            self.namespace.clone(),
+            self.name.clone(),
+        );
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let dp = DeleteParams::default();
+                    let _ = Api::<RoleBinding>::namespaced(client.clone(), &ns)
+                        .delete(&name, &dp)
+                        .await;
+                    let _ = Api::<Role>::namespaced(client.clone(), &ns)
+                        .delete(&name, &dp)
+                        .await;
+                    let _ = Api::<ServiceAccount>::namespaced(client, &ns)
+                        .delete(&name, &dp)
+                        .await;
+                })
+        })
+        .join();
+    }
+}
+
+/// With exactly ARC's chart Role (no `watch` on pods), a job runs: prepare_job, a script step,
+/// a container step, cleanup_job. Also needs RBAC rights to create a ServiceAccount, a Role, a
+/// RoleBinding and a token in the test namespace.
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one"]
+async fn cluster_job_runs_with_exactly_the_chart_role() {
+    let cluster = cluster().await;
+    let account = ChartRoleAccount::create(&cluster).await;
+    let (runner, _guard) = start_runner(&cluster).await;
+    let env = hook_env(&cluster);
+    let mut env: Vec<(&str, String)> = env;
+    env.push((
+        "KUBECONFIG",
+        account.kubeconfig.to_string_lossy().into_owned(),
+    ));
+
+    let (request, response) = prepare_request(&runner);
+    let output = run_hook(&runner, &request, &env).await;
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "prepare_job:\n{stderr}");
+    let state = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap()).unwrap()
+        ["state"]
+        .clone();
+
+    let (step, _) = runner.script_step("echo with the chart role\n", json!({}), &state);
+    let output = run_hook(&runner, &step, &env).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "with the chart role\n");
+
+    let (mut request, _) = runner.request("run_container_step");
+    request["state"] = state.clone();
+    let args = &mut request["args"];
+    args["image"] = JOB_IMAGE.into();
+    args["entryPoint"] = Value::Null;
+    args["entryPointArgs"] = json!(["sh", "-c", "\"echo", "step", "ran;", "exit", "5\""]);
+    let output = run_hook(&runner, &request, &env).await;
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("step ran"));
+
+    let (mut request, _) = runner.request("cleanup_job");
+    request["state"] = state;
+    let output = run_hook(&runner, &request, &env).await;
+    assert!(
+        output.status.success(),
+        "cleanup:\n{}",
+        text(&output.stderr)
+    );
+}
+
+/// A job pod on a cordoned node waits (`Unschedulable`, printed once) and starts when the node
+/// is uncordoned 8 s later. A hook template pins the pods to the node with a `nodeSelector`.
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one"]
+async fn cluster_job_pod_starts_when_its_node_is_uncordoned() {
+    let cluster = cluster().await;
+    let node = pick_node(&cluster).await;
+    let (runner, _guard) = start_runner_on(&cluster, &node, json!([]), false).await;
+    node.cordon(true).await;
+    let template = runner.work.join("hook-template.yaml");
+    std::fs::write(
+        &template,
+        format!(
+            "spec:\n  nodeSelector:\n    kubernetes.io/hostname: \"{}\"\n",
+            node.hostname
+        ),
+    )
+    .unwrap();
+    let mut env = hook_env(&cluster);
+    env.push((
+        "ACTIONS_RUNNER_CONTAINER_HOOK_TEMPLATE",
+        template.to_string_lossy().into_owned(),
+    ));
+    let (request, _) = prepare_request(&runner);
+    let hook = run_hook(&runner, &request, &env);
+    let uncordon = async {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        node.cordon(false).await;
+    };
+    let (output, ()) = tokio::join!(hook, uncordon);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "prepare_job:\n{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("is waiting for a node: ") && l.contains("unschedulable"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+}
+
+/// A registry that cannot be reached is retried by the kubelet until the pull bound, then the
+/// job fails with the kubelet's message.
+#[tokio::test]
+#[ignore = "needs a cluster: KUBECONFIG must name one"]
+async fn cluster_unreachable_registry_fails_at_the_pull_bound() {
+    let cluster = cluster().await;
+    let (runner, _guard) = start_runner(&cluster).await;
+    let (mut request, _) = prepare_request(&runner);
+    request["args"]["container"]["image"] = "registry.invalid/nothing/here:1".into();
+    let mut env = hook_env(&cluster);
+    env.push((
+        "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_IMAGE_PULL_TIMEOUT_SECONDS",
+        "20".to_owned(),
+    ));
+    let started = std::time::Instant::now();
+    let output = run_hook(&runner, &request, &env).await;
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(20), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(120), "{stderr}");
+    assert!(
+        stderr.contains("(the kubelet kept retrying for 20s)"),
+        "{stderr}"
     );
 }
