@@ -640,19 +640,24 @@ struct Feed<'a> {
 
 impl<'a> Feed<'a> {
     fn new(context: &'a Context, name: &'a str) -> Feed<'a> {
-        let watch = (!context.watch.denied()).then(|| {
-            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-            watcher::watcher(context.pods(), config).boxed()
-        });
-        Feed {
+        let mut feed = Feed {
             context,
             name,
-            watch,
+            watch: None,
             polling_since: Instant::now(),
             first_poll: true,
             outage: None,
             backoff: retry::Backoff::default(),
+        };
+        if !context.watch.denied() {
+            feed.watch = Some(feed.new_watch());
         }
+        feed
+    }
+
+    fn new_watch(&self) -> futures::stream::BoxStream<'static, watcher::Result<Event<Pod>>> {
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        watcher::watcher(self.context.pods(), config).boxed()
     }
 
     /// The pod's next state; `None` when it is gone.
@@ -661,7 +666,14 @@ impl<'a> Feed<'a> {
             let Some(stream) = self.watch.as_mut() else {
                 return self.poll().await;
             };
-            match stream.next().await {
+            let Ok(event) = tokio::time::timeout(WATCH_QUIET, stream.next()).await else {
+                // Nothing for a while: a quiet pod, or a connection that died without a word
+                // (half-open). A new watch lists the pod again either way.
+                debug!("no watch event for {WATCH_QUIET:?}; watching anew");
+                self.watch = Some(self.new_watch());
+                continue;
+            };
+            match event {
                 Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
                     self.outage = None;
                     return Ok(Some(pod));
@@ -703,7 +715,15 @@ impl<'a> Feed<'a> {
             } else {
                 tokio::time::sleep(poll_interval(self.polling_since.elapsed())).await;
             }
-            match self.context.pods().get_opt(self.name).await {
+            let pods = self.context.pods();
+            let answer = match tokio::time::timeout(POLL_TIMEOUT, pods.get_opt(self.name)).await {
+                Ok(answer) => answer,
+                // A connection that died without a word: ask again on a new one.
+                Err(_) => Err(kube::Error::Service(
+                    format!("no answer within {POLL_TIMEOUT:?}").into(),
+                )),
+            };
+            match answer {
                 Ok(pod) => {
                     if self.outage.take().is_some() {
                         self.backoff = retry::Backoff::default();
@@ -730,6 +750,11 @@ impl<'a> Feed<'a> {
         }
     }
 }
+
+/// How long a watch may stay silent before it is made anew.
+const WATCH_QUIET: Duration = Duration::from_secs(60);
+/// How long one poll may take.
+const POLL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether a watch failed because the service account may not watch pods.
 fn watch_forbidden(error: &watcher::Error) -> bool {
