@@ -31,15 +31,7 @@ async fn setup(mode: Mode) -> (FakeCluster, Runner, Value) {
     let (mut request, response) = runner.request("prepare_job");
     request["args"]["container"]["registry"] = Value::Null;
     request["args"]["services"] = json!([]);
-    let output = runner.run(&request, &[]).await;
-    assert!(
-        output.status.success(),
-        "prepare_job:\n{}",
-        text(&output.stderr)
-    );
-    let state = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap()).unwrap()
-        ["state"]
-        .clone();
+    let state = runner.prepare(&request, &response, &[]).await;
     (cluster, runner, state)
 }
 

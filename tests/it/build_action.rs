@@ -128,15 +128,7 @@ async fn setup(mode: Mode, dockerfile: &str) -> (FakeCluster, Runner, Value) {
     let (mut request, response) = runner.request("prepare_job");
     request["args"]["container"]["registry"] = Value::Null;
     request["args"]["services"] = json!([]);
-    let output = runner.run(&request, &REGISTRY_ENV).await;
-    assert!(
-        output.status.success(),
-        "prepare_job:\n{}",
-        text(&output.stderr)
-    );
-    let state = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap()).unwrap()
-        ["state"]
-        .clone();
+    let state = runner.prepare(&request, &response, &REGISTRY_ENV).await;
     (cluster, runner, state)
 }
 

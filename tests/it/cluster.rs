@@ -137,6 +137,18 @@ async fn run_hook(
     runner.run(request, &env).await
 }
 
+/// `cleanup_job` for the job in `state`; it must succeed.
+async fn cleanup(runner: &Runner, state: Value, env: &[(&str, String)]) {
+    let (mut request, _) = runner.request("cleanup_job");
+    request["state"] = state;
+    let output = run_hook(runner, &request, env).await;
+    assert!(
+        output.status.success(),
+        "cleanup:\n{}",
+        text(&output.stderr)
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs a cluster: KUBECONFIG must name one"]
 async fn cluster_job_lifecycle_in_copy_mode() {
@@ -193,14 +205,7 @@ echo "::notice::in $(pwd) with $MY_VAR"
     let output = run_hook(&runner, &step, &env).await;
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
 
-    let (mut request, _) = runner.request("cleanup_job");
-    request["state"] = state;
-    let output = run_hook(&runner, &request, &env).await;
-    assert!(
-        output.status.success(),
-        "cleanup:\n{}",
-        text(&output.stderr)
-    );
+    cleanup(&runner, state, &env).await;
     let ours = ListParams::default().labels(&format!("runner-pod={}", runner.pod));
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
@@ -341,14 +346,7 @@ async fn cluster_container_step_keeps_results_and_exit_code() {
         "step pods left"
     );
 
-    let (mut request, _) = runner.request("cleanup_job");
-    request["state"] = state;
-    let output = run_hook(&runner, &request, &env).await;
-    assert!(
-        output.status.success(),
-        "cleanup:\n{}",
-        text(&output.stderr)
-    );
+    cleanup(&runner, state, &env).await;
 }
 
 /// The registry variables a user sets for Dockerfile actions, passed through to the hook.
@@ -426,14 +424,7 @@ async fn cluster_dockerfile_action_is_built_in_the_cluster_and_run_from_the_pull
         "{stderr}"
     );
 
-    let (mut request, _) = runner.request("cleanup_job");
-    request["state"] = state;
-    let output = run_hook(&runner, &request, &env).await;
-    assert!(
-        output.status.success(),
-        "cleanup:\n{}",
-        text(&output.stderr)
-    );
+    cleanup(&runner, state, &env).await;
 }
 
 /// `runner-k8s-hook build --executor pod` (what `make demo` runs with a cluster): the example
@@ -757,14 +748,7 @@ async fn cluster_job_on_a_tainted_node_inherits_the_runner_toleration() {
     );
     assert!(text(&output.stdout).contains("step on the node"));
 
-    let (mut request, _) = runner.request("cleanup_job");
-    request["state"] = state;
-    let output = run_hook(&runner, &request, &env).await;
-    assert!(
-        output.status.success(),
-        "cleanup:\n{}",
-        text(&output.stderr)
-    );
+    cleanup(&runner, state, &env).await;
 }
 
 /// Volume mode (a ReadWriteOnce work claim): the job pod is bound to the runner's node with
@@ -821,14 +805,7 @@ async fn cluster_volume_mode_job_pod_is_bound_to_the_cordoned_runner_node() {
     );
 
     node.cordon(false).await;
-    let (mut request, _) = runner.request("cleanup_job");
-    request["state"] = state;
-    let output = run_hook(&runner, &request, &env).await;
-    assert!(
-        output.status.success(),
-        "cleanup:\n{}",
-        text(&output.stderr)
-    );
+    cleanup(&runner, state, &env).await;
 }
 
 /// A service account bound to exactly ARC's chart Role (`tests/fixtures/rbac/arc-kube-mode-role.yaml`)
@@ -1015,14 +992,7 @@ async fn cluster_job_runs_with_exactly_the_chart_role() {
     assert_eq!(output.status.code(), Some(5), "{}", text(&output.stderr));
     assert!(text(&output.stdout).contains("step ran"));
 
-    let (mut request, _) = runner.request("cleanup_job");
-    request["state"] = state;
-    let output = run_hook(&runner, &request, &env).await;
-    assert!(
-        output.status.success(),
-        "cleanup:\n{}",
-        text(&output.stderr)
-    );
+    cleanup(&runner, state, &env).await;
 }
 
 /// A job pod on a cordoned node waits (`Unschedulable`, printed once) and starts when the node

@@ -94,15 +94,7 @@ async fn job_on_a_tainted_runner_node(mode: Mode) {
     }
 
     let (request, response) = prepare_request(&runner);
-    let output = runner.run(&request, &[]).await;
-    assert!(
-        output.status.success(),
-        "prepare_job:\n{}",
-        text(&output.stderr)
-    );
-    let state = serde_json::from_str::<Value>(&std::fs::read_to_string(response).unwrap()).unwrap()
-        ["state"]
-        .clone();
+    let state = runner.prepare(&request, &response, &[]).await;
 
     let job = pods.get(JOB_POD).await.unwrap();
     let spec = job.spec.as_ref().unwrap();

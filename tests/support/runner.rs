@@ -247,6 +247,21 @@ impl Runner {
             .expect("the waiting thread ends")
     }
 
+    /// Run `prepare_job` (the request and response file from [`Runner::request`]), insist that
+    /// it succeeds, and return the job's state for the next commands.
+    pub async fn prepare(&self, request: &Value, response: &Path, extra: &[(&str, &str)]) -> Value {
+        let output = self.run(request, extra).await;
+        assert!(
+            output.status.success(),
+            "prepare_job:\n{}",
+            text(&output.stderr)
+        );
+        let response: Value =
+            serde_json::from_str(&std::fs::read_to_string(response).expect("the response file"))
+                .expect("a JSON response");
+        response["state"].clone()
+    }
+
     /// Start the hook without waiting for it (for signal tests).
     pub fn spawn_hook(&self, request: &Value, extra: &[(&str, &str)]) -> std::process::Child {
         let mut child = Command::new(HOOK)
