@@ -51,63 +51,87 @@ pub const STEP_DIRS: &str = "/__w/_temp/_runner_k8s_hook";
 /// byte count of the environment on stdin, `$3` working directory (may be empty), `$4`
 /// directories to prepend to `PATH` (may be empty), `$5` how many `NAME=value` pairs the
 /// environment script left in `runner_k8s_hook_pair_<i>` for `env` (names sh cannot export),
-/// then the command. It never interpolates user input into its own text. It starts the step in
-/// the background (output and exit status in the step directory, pid in `pid`) and goes on as
-/// the [`FOLLOW`]er from offset 0.
+/// then the command. It never interpolates user input into its own text, and its own variables
+/// carry the `runner_k8s_hook_` prefix so that a step variable (`d`, `i`...) cannot change them.
+///
+/// It starts the step only when the whole environment arrived (the script ends with a sentinel:
+/// a connection that broke while stdin was sent must not start a step without its secrets) and
+/// only once (`mkdir` of the step directory is the lock; a second start follows the first).
+/// The step runs in the background, its output and exit status in the step directory (mode
+/// 0700), its pid in `pid`; the wrapper goes on as the [`FOLLOW`]er from offset 0.
 const START: &str = r#"set -e
-d=$1
-# Finished steps' directories go now: never by a follower, since an earlier follower of a step
-# whose connection broke may still be reading them.
-for old in "${d%/*}"/step-*; do
-  if [ -f "$old/exit" ]; then rm -rf "$old"; fi
-done
-mkdir -p "$d"
+runner_k8s_hook_d=$1
 runner_k8s_hook_env=$(head -c "$2")
 eval "$runner_k8s_hook_env"
 unset runner_k8s_hook_env
+if [ "${runner_k8s_hook_env_complete-}" != 1 ]; then
+  echo "runner-k8s-hook: the step's environment did not arrive in full; the step was not started" >&2
+  exit 254
+fi
+unset runner_k8s_hook_env_complete
 if [ -n "$4" ]; then PATH="$4${PATH:+:$PATH}"; export PATH; fi
 if [ -n "$3" ]; then cd "$3"; fi
 runner_k8s_hook_pairs=$5
 shift 5
 if [ "$runner_k8s_hook_pairs" -gt 0 ]; then
-  i=0
-  while [ "$i" -lt "$runner_k8s_hook_pairs" ]; do
-    eval "set -- \"\$runner_k8s_hook_pair_$i\" \"\$@\""
-    unset "runner_k8s_hook_pair_$i"
-    i=$((i + 1))
+  runner_k8s_hook_i=0
+  while [ "$runner_k8s_hook_i" -lt "$runner_k8s_hook_pairs" ]; do
+    eval "set -- \"\$runner_k8s_hook_pair_$runner_k8s_hook_i\" \"\$@\""
+    unset "runner_k8s_hook_pair_$runner_k8s_hook_i"
+    runner_k8s_hook_i=$((runner_k8s_hook_i + 1))
   done
   set -- env "$@"
 fi
-: > "$d/out"
-: > "$d/err"
+# Finished steps' directories go now: never by a follower, since an earlier follower of a step
+# whose connection broke may still be reading them.
+for runner_k8s_hook_old in "${runner_k8s_hook_d%/*}"/step-*; do
+  if [ "$runner_k8s_hook_old" != "$runner_k8s_hook_d" ] && [ -f "$runner_k8s_hook_old/exit" ]; then
+    rm -rf "$runner_k8s_hook_old"
+  fi
+done
+mkdir -p "${runner_k8s_hook_d%/*}"
 set +e
-("$@" >"$d/out" 2>"$d/err"; echo "$?" > "$d/exit.new"; mv "$d/exit.new" "$d/exit") </dev/null >/dev/null 2>&1 &
-echo "$!" > "$d/pid"
-o=0
-e=0
+if (umask 077 && mkdir "$runner_k8s_hook_d") 2>/dev/null; then
+  : > "$runner_k8s_hook_d/out"
+  : > "$runner_k8s_hook_d/err"
+  ("$@" >"$runner_k8s_hook_d/out" 2>"$runner_k8s_hook_d/err"; echo "$?" > "$runner_k8s_hook_d/exit.new"; mv "$runner_k8s_hook_d/exit.new" "$runner_k8s_hook_d/exit") </dev/null >/dev/null 2>&1 &
+  echo "$!" > "$runner_k8s_hook_d/pid"
+fi
+runner_k8s_hook_o=0
+runner_k8s_hook_e=0
 "#;
 
-/// Follow a step's files from byte offsets `$o` (stdout) and `$e` (stderr) until it has ended,
-/// then exit with its exit code. Exit 255 with a message when the step directory is gone or
-/// the step was stopped (cancelled) before it recorded a status. Uses `wc`, `tail -c`,
-/// `head -c` and a fractional `sleep` (BusyBox and GNU both have them).
-const FOLLOW: &str = r#"[ -f "$d/pid" ] || [ -f "$d/exit" ] || { echo "runner-k8s-hook: the step's state in $d is gone" >&2; exit 255; }
-n=0
+/// Follow a step's files from byte offsets `runner_k8s_hook_o` (stdout) and `runner_k8s_hook_e`
+/// (stderr) until it has ended, then exit with its exit code. Exit 255 with a message when the
+/// step directory is gone or the step was stopped (cancelled) before it recorded a status. Uses
+/// `stat -c %s` (or `wc -c`), `tail -c`, `head -c` and a fractional `sleep`, which BusyBox and
+/// GNU both have.
+const FOLLOW: &str = r#"runner_k8s_hook_size() { stat -c %s "$1" 2>/dev/null || wc -c < "$1"; }
+[ -f "$runner_k8s_hook_d/pid" ] || [ -f "$runner_k8s_hook_d/exit" ] || { echo "runner-k8s-hook: the step's state in $runner_k8s_hook_d is gone" >&2; exit 255; }
+runner_k8s_hook_n=0
 while :; do
-  if [ -f "$d/exit" ]; then last=1; else last=0; fi
-  if [ -f "$d/out" ]; then
-    s=$(($(wc -c < "$d/out")))
-    if [ "$s" -gt "$o" ]; then tail -c "+$((o + 1))" "$d/out" | head -c "$((s - o))"; o=$s; n=0; fi
-    s=$(($(wc -c < "$d/err")))
-    if [ "$s" -gt "$e" ]; then tail -c "+$((e + 1))" "$d/err" | head -c "$((s - e))" >&2; e=$s; n=0; fi
+  if [ -f "$runner_k8s_hook_d/exit" ]; then runner_k8s_hook_last=1; else runner_k8s_hook_last=0; fi
+  if [ -f "$runner_k8s_hook_d/out" ]; then
+    runner_k8s_hook_s=$(($(runner_k8s_hook_size "$runner_k8s_hook_d/out")))
+    if [ "$runner_k8s_hook_s" -gt "$runner_k8s_hook_o" ]; then
+      tail -c "+$((runner_k8s_hook_o + 1))" "$runner_k8s_hook_d/out" | head -c "$((runner_k8s_hook_s - runner_k8s_hook_o))"
+      runner_k8s_hook_o=$runner_k8s_hook_s
+      runner_k8s_hook_n=0
+    fi
+    runner_k8s_hook_s=$(($(runner_k8s_hook_size "$runner_k8s_hook_d/err")))
+    if [ "$runner_k8s_hook_s" -gt "$runner_k8s_hook_e" ]; then
+      tail -c "+$((runner_k8s_hook_e + 1))" "$runner_k8s_hook_d/err" | head -c "$((runner_k8s_hook_s - runner_k8s_hook_e))" >&2
+      runner_k8s_hook_e=$runner_k8s_hook_s
+      runner_k8s_hook_n=0
+    fi
   fi
-  if [ "$last" = 1 ]; then exit "$(cat "$d/exit")"; fi
-  if ! kill -0 "$(cat "$d/pid" 2>/dev/null)" 2>/dev/null && [ ! -f "$d/exit" ]; then
+  if [ "$runner_k8s_hook_last" = 1 ]; then exit "$(cat "$runner_k8s_hook_d/exit")"; fi
+  if ! kill -0 "$(cat "$runner_k8s_hook_d/pid" 2>/dev/null)" 2>/dev/null && [ ! -f "$runner_k8s_hook_d/exit" ]; then
     echo "runner-k8s-hook: the step was stopped before it ended" >&2
     exit 255
   fi
-  n=$((n + 1))
-  if [ "$n" -lt 50 ]; then sleep 0.05; else sleep 0.2; fi
+  runner_k8s_hook_n=$((runner_k8s_hook_n + 1))
+  if [ "$runner_k8s_hook_n" -lt 50 ]; then sleep 0.05; else sleep 0.2; fi
 done"#;
 
 /// The wrapper that starts a step and follows it.
@@ -118,7 +142,11 @@ pub fn step_wrapper() -> String {
 /// The script that re-attaches to a running step: `$1` step directory, `$2` and `$3` the stdout
 /// and stderr bytes already passed on.
 pub fn reattach_script() -> String {
-    ["d=$1\no=$2\ne=$3\n", FOLLOW].concat()
+    [
+        "runner_k8s_hook_d=$1\nrunner_k8s_hook_o=$2\nrunner_k8s_hook_e=$3\n",
+        FOLLOW,
+    ]
+    .concat()
 }
 
 /// Run `run_script_step`.
@@ -171,7 +199,13 @@ pub async fn run(args: ScriptStepArgs, state: State, context: &Context) -> anyho
     let result = run_attached(&exec, command, &step_dir)
         .await
         .with_context(|| format!("failed to run the step in pod `{pod}`"));
-    context.undo.forget(&undo);
+    if result.is_ok() {
+        context.undo.forget(&undo);
+    } else {
+        // The step may still run: stop it (best effort, the API may be away) so that it does
+        // not run beside the job's next steps.
+        context.undo_all(crate::CANCEL_GRACE).await;
+    }
 
     if copy_mode {
         // Bring file commands back even when the step failed: the runner still processes what
@@ -197,9 +231,11 @@ pub async fn run(args: ScriptStepArgs, state: State, context: &Context) -> anyho
     }
 }
 
-/// Start the step and follow it to its end, re-attaching after a broken connection from the
-/// bytes already passed on, for as long as the API server may be away
-/// ([`retry::OUTAGE_BUDGET`]).
+/// Start the step and follow it to its end. After a connection that broke, closed without a
+/// status or went silent (the step goes on in the pod), re-attach a follower from the bytes
+/// already passed on: again after every such break, however long the step runs. Only a
+/// connection that cannot be made at all (the API server away for longer than
+/// [`retry::OUTAGE_BUDGET`], or refusing) ends the command with an error.
 async fn run_attached(exec: &PodExec, command: StepCommand, step_dir: &str) -> anyhow::Result<i32> {
     let mut stdout = Counted::new(tokio::io::stdout());
     let mut stderr = Counted::new(tokio::io::stderr());
@@ -210,28 +246,24 @@ async fn run_attached(exec: &PodExec, command: StepCommand, step_dir: &str) -> a
     let mut result = exec
         .exec(command.argv, Some(stdin), &mut stdout, &mut stderr)
         .await;
-    let mut broken_since: Option<tokio::time::Instant> = None;
-    let mut backoff = retry::Backoff::default();
+    let mut attached = false;
     loop {
         let error = match result {
             Ok(code) => return Ok(code),
             Err(error) if error.step_may_run_on() => error,
+            Err(error) if attached => {
+                return Err(anyhow::Error::new(error).context(
+                    "could not re-attach to the step; it may still be running in the pod",
+                ));
+            }
             Err(error) => return Err(error.into()),
         };
-        let since = *broken_since.get_or_insert_with(tokio::time::Instant::now);
-        if since.elapsed() > retry::OUTAGE_BUDGET {
-            return Err(anyhow::Error::new(error).context(format!(
-                "could not re-attach to the step for {}s",
-                retry::OUTAGE_BUDGET.as_secs()
-            )));
-        }
-        if since.elapsed() < std::time::Duration::from_millis(10) {
-            warn!(
-                error = %error,
-                "the connection to the step broke; it goes on running in the pod, re-attaching"
-            );
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
+        attached = true;
+        warn!(
+            error = %error,
+            "the connection to the step broke; it goes on running in the pod, re-attaching"
+        );
+        tokio::time::sleep(retry::Backoff::default().next_delay()).await;
         let argv = vec![
             "sh".to_owned(),
             "-c".to_owned(),
@@ -241,9 +273,10 @@ async fn run_attached(exec: &PodExec, command: StepCommand, step_dir: &str) -> a
             stdout.count.to_string(),
             stderr.count.to_string(),
         ];
+        let started = tokio::time::Instant::now();
         result = exec.exec(argv, None, &mut stdout, &mut stderr).await;
         if result.is_ok() {
-            info!(after = ?since.elapsed(), "re-attached to the step");
+            info!(after = ?started.elapsed(), "re-attached to the step");
         }
     }
 }
@@ -368,6 +401,8 @@ fn env_script(env: &BTreeMap<String, String>) -> (String, usize) {
             );
         }
     }
+    // Last: the wrapper starts the step only when this line arrived, i.e. all of the above.
+    script.push_str("runner_k8s_hook_env_complete=1\n");
     (script, pairs)
 }
 
@@ -528,6 +563,77 @@ mod tests {
             String::from_utf8(err).unwrap(),
             "err1\nerr2\nerr3\nerr4\nerr5\nerr6\n"
         );
+    }
+
+    #[test]
+    fn step_variables_cannot_change_the_wrappers_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let step_dir = dir.path().join("step-1");
+        let env = BTreeMap::from([
+            ("d".to_owned(), "/nonexistent/elsewhere".to_owned()),
+            ("i".to_owned(), "7".to_owned()),
+            ("o".to_owned(), "x".to_owned()),
+            ("with-dash".to_owned(), "y".to_owned()),
+        ]);
+        let command = StepCommand::new(
+            &env,
+            "",
+            "",
+            step_dir.to_str().unwrap(),
+            "sh",
+            &["-c".to_owned(), r#"echo "$d $i $o""#.to_owned()],
+        );
+        let (code, out) = run_locally(&command);
+        assert_eq!((code, out.as_str()), (0, "/nonexistent/elsewhere 7 x\n"));
+        assert!(step_dir.join("exit").exists());
+    }
+
+    #[test]
+    fn a_step_whose_environment_did_not_arrive_in_full_is_not_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let step_dir = dir.path().join("step-1");
+        let marker = dir.path().join("ran");
+        let env = BTreeMap::from([
+            ("FIRST".to_owned(), "1".to_owned()),
+            ("SECRET_TOKEN".to_owned(), "s3cr3t".to_owned()),
+        ]);
+        let mut command = StepCommand::new(
+            &env,
+            "",
+            "",
+            step_dir.to_str().unwrap(),
+            "touch",
+            &[marker.to_str().unwrap().to_owned()],
+        );
+        // The connection broke after the first line: the wrapper reads what came, then EOF.
+        let first_line = command.stdin.iter().position(|b| *b == b'\n').unwrap() + 1;
+        command.stdin.truncate(first_line);
+        let (code, _) = run_locally(&command);
+        assert_eq!(code, 254);
+        assert!(!marker.exists(), "the step did not run");
+        assert!(!step_dir.exists());
+    }
+
+    #[test]
+    fn a_second_start_of_the_same_step_follows_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let step_dir = dir.path().join("step-1");
+        let count = dir.path().join("count");
+        let command = StepCommand::new(
+            &BTreeMap::new(),
+            "",
+            "",
+            step_dir.to_str().unwrap(),
+            "sh",
+            &[
+                "-c".to_owned(),
+                format!("echo once >> {}; echo started", count.display()),
+            ],
+        );
+        assert_eq!(run_locally(&command), (0, "started\n".to_owned()));
+        // A retried start (its directory is the lock): it follows, it does not run the step again.
+        assert_eq!(run_locally(&command), (0, "started\n".to_owned()));
+        assert_eq!(std::fs::read_to_string(&count).unwrap(), "once\n");
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct Heartbeat {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The API server refused the WebSocket upgrade (pod gone, container not running, no RBAC).
-    #[error("the API server refused to exec in pod `{pod}` container `{container}`")]
+    #[error("could not start a command in pod `{pod}` container `{container}`")]
     Connect {
         /// Pod.
         pod: String,

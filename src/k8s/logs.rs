@@ -170,7 +170,16 @@ pub async fn follow(
         let error = loop {
             line.clear();
             match stream.read_until(b'\n', &mut line).await {
-                Ok(0) => return Ok(()),
+                // A followed log ends when the container ended, or when the API server's proxy
+                // to the kubelet lost its connection (it ends the response cleanly then): ask
+                // the pod which.
+                Ok(0) if container_ended(context, pod, container).await => return Ok(()),
+                Ok(0) => {
+                    break std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the log ended while the container still runs",
+                    );
+                }
                 Ok(_) => {}
                 Err(error) => break error,
             }
@@ -204,6 +213,23 @@ pub async fn follow(
             debug!(pod, container, %error, "the log stream broke off again");
         }
         tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Whether `container` of `pod` has ended, or the pod is gone (then nothing more will come
+/// either). An API that cannot answer counts as "ended": the wait for the container, not the
+/// log, decides how the step ended.
+async fn container_ended(context: &Context, pod: &str, container: &str) -> bool {
+    let pods = context.pods();
+    match retry::call("read the pod", || pods.get_opt(pod)).await {
+        Ok(Some(pod)) => pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .into_iter()
+            .flatten()
+            .find(|c| c.name == container)
+            .is_none_or(|c| c.state.is_some_and(|s| s.terminated.is_some())),
+        Ok(None) | Err(_) => true,
     }
 }
 

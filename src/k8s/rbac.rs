@@ -45,7 +45,8 @@ const fn p(resource: &'static str, subresource: &'static str, verb: &'static str
 /// polling), `list` and `delete` (clean-up by label), `create` (job, step and build pods);
 /// `pods/exec` `get` and `create` (a WebSocket exec is a GET: API servers up to 1.34 authorize
 /// it as `get`, 1.35 and later also as `create`); `pods/log` `get` (container-step and build
-/// logs, followed); `secrets` `list`, `create`, `delete` (pull and step-environment secrets).
+/// logs, followed); `secrets` `get`, `list`, `create`, `delete` (pull and step-environment
+/// secrets; `get` reads one back when a create's answer was lost).
 /// `prepare_job` checks them all, so a job fails before it starts rather than at its first
 /// container step. ARC's `gha-runner-scale-set` chart grants all of them to the runner's
 /// service account in `containerMode: kubernetes` (see [`CHART_ROLE`]).
@@ -60,6 +61,7 @@ pub const REQUIRED: &[Permission] = &[
     p("pods", "exec", "get"),
     p("pods", "exec", "create"),
     p("pods", "log", "get"),
+    p("secrets", "", "get"),
     p("secrets", "", "list"),
     p("secrets", "", "create"),
     p("secrets", "", "delete"),

@@ -24,6 +24,10 @@ use tracing::{debug, warn};
 /// server: longer than an API server restart or a managed control-plane upgrade usually takes.
 pub const OUTAGE_BUDGET: Duration = Duration::from_secs(90);
 
+/// How long one attempt may take before it counts as a failed connection (a pooled connection
+/// that died without a word would otherwise hold the call forever).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// First pause between attempts; it doubles up to [`MAX_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(200);
 /// Longest pause between attempts.
@@ -81,7 +85,13 @@ where
     let mut first_failure: Option<Instant> = None;
     let mut backoff = Backoff::default();
     loop {
-        let error = match op().await {
+        let attempt = match tokio::time::timeout(ATTEMPT_TIMEOUT, op()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(kube::Error::Service(
+                format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs()).into(),
+            )),
+        };
+        let error = match attempt {
             Ok(value) => {
                 if let Some(since) = first_failure {
                     debug!(what, after = ?since.elapsed(), "the API server answered again");

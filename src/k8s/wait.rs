@@ -636,6 +636,8 @@ struct Feed<'a> {
     /// When the API server stopped answering, while it does not.
     outage: Option<Instant>,
     backoff: retry::Backoff,
+    /// Whether the watch's current (re)list found the pod.
+    listed: bool,
 }
 
 impl<'a> Feed<'a> {
@@ -648,6 +650,7 @@ impl<'a> Feed<'a> {
             first_poll: true,
             outage: None,
             backoff: retry::Backoff::default(),
+            listed: false,
         };
         if !context.watch.denied() {
             feed.watch = Some(feed.new_watch());
@@ -676,10 +679,15 @@ impl<'a> Feed<'a> {
             match event {
                 Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
                     self.outage = None;
+                    self.listed = true;
                     return Ok(Some(pod));
                 }
                 Some(Ok(Event::Delete(_))) | None => return Ok(None),
-                Some(Ok(Event::Init | Event::InitDone)) => {}
+                Some(Ok(Event::Init)) => self.listed = false,
+                // A (re)list that did not find the pod: it was deleted while the watch was
+                // down (kube's watcher reports no `Delete` for that).
+                Some(Ok(Event::InitDone)) if !self.listed => return Ok(None),
+                Some(Ok(Event::InitDone)) => {}
                 Some(Err(error)) if watch_forbidden(&error) => {
                     info!(
                         "the service account may not watch pods (ARC's Role does not grant it): waiting by polling the pod"

@@ -65,7 +65,12 @@ async fn run_with_fault(
     output
 }
 
-async fn script_step_through(mode: Mode, fault: impl FnOnce(&FakeCluster)) {
+async fn script_step_through(mode: Mode, fault: impl Fn(&FakeCluster)) {
+    script_step_through_at(mode, &[1500], fault).await;
+}
+
+/// A script step with `fault` injected at each of `at` (milliseconds into the step).
+async fn script_step_through_at(mode: Mode, at: &[u64], fault: impl Fn(&FakeCluster)) {
     let (cluster, runner, state) = setup(mode).await;
     std::fs::write(runner.temp().join("_runner_file_commands/set_output_f"), "").unwrap();
     let (request, _) = runner.script_step(
@@ -89,10 +94,16 @@ async fn script_step_through(mode: Mode, fault: impl FnOnce(&FakeCluster)) {
     )
     .unwrap();
     request["args"]["entryPointArgs"][1] = script.clone().into();
-    let output = run_with_fault(&runner, &request, Duration::from_millis(1500), || {
-        fault(&cluster)
-    })
-    .await;
+    let hook = runner.run(&request, &[]);
+    let inject = async {
+        let mut elapsed = 0;
+        for ms in at {
+            tokio::time::sleep(Duration::from_millis(ms - elapsed)).await;
+            elapsed = *ms;
+            fault(&cluster);
+        }
+    };
+    let (output, ()) = tokio::join!(hook, inject);
     let stderr = text(&output.stderr);
     assert_eq!(
         output.status.code(),
@@ -121,6 +132,14 @@ async fn script_step_through(mode: Mode, fault: impl FnOnce(&FakeCluster)) {
 async fn a_script_step_outlives_an_api_server_that_is_gone_for_10_seconds() {
     script_step_through(Mode::Copy, |cluster| {
         cluster.faults().api_down(Duration::from_secs(10));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_step_outlives_its_connection_cut_again_and_again() {
+    script_step_through_at(Mode::Copy, &[1000, 2000, 3000], |cluster| {
+        cluster.faults().cut_execs()
     })
     .await;
 }
