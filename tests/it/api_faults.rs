@@ -255,3 +255,50 @@ async fn a_log_stream_that_goes_silent_does_not_hold_the_step_or_lose_its_exit_c
         "{stderr}"
     );
 }
+
+/// A step pod deleted (a node drain, an eviction) while the hook's watch was down: the new watch
+/// lists no pod and reports no deletion, yet the step must end with the reason, not hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_pod_deleted_while_the_watch_was_down_ends_the_step() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::Api;
+    use kube::api::{DeleteParams, ListParams};
+    let (cluster, runner, state) = setup(Mode::Copy).await;
+    cluster.rbac().allow("pods", "watch");
+    let (mut request, _) = runner.request("run_container_step");
+    request["state"] = state;
+    request["args"]["image"] = SLOW_IMAGE.into();
+    request["args"]["entryPoint"] = Value::Null;
+    let pods: Api<Pod> = Api::namespaced(cluster.client().await, cluster.namespace());
+    let hook = runner.run(&request, &[]);
+    let evict = async {
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let steps = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/component=step"))
+            .await
+            .unwrap();
+        // The hook's watch breaks and cannot come back for a while; meanwhile the pod goes and
+        // the history it would resume from is compacted.
+        cluster
+            .faults()
+            .fail_next(6, "GET", "watch=true", 500, "etcdserver: request timed out");
+        cluster.faults().drop_watches();
+        for pod in steps.items {
+            let name = pod.metadata.name.unwrap();
+            pods.delete(&name, &DeleteParams::default().grace_period(0))
+                .await
+                .unwrap();
+        }
+        cluster.faults().compact_history();
+    };
+    let (output, ()) =
+        tokio::time::timeout(Duration::from_secs(90), async { tokio::join!(hook, evict) })
+            .await
+            .expect("the step ends instead of waiting for a pod that is gone");
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was deleted while the hook waited for it"),
+        "{stderr}"
+    );
+}
