@@ -200,7 +200,7 @@ pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Default of [`BUILD_CONTEXT_LIMIT_MB`], in MiB.
 pub const DEFAULT_BUILD_CONTEXT_LIMIT_MB: u64 = 100;
 
-/// How the build pod runs Buildah ([`BUILDER_PROFILE`], DESIGN §5).
+/// How the build pod runs Buildah ([`BUILDER_PROFILE`], docs/user/build-pod-security.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuilderProfile {
     /// uid 1000 with subordinate ids, `allowPrivilegeEscalation: true`, only SETUID and SETGID.
@@ -242,7 +242,7 @@ pub struct BuilderResources {
     pub limits: BTreeMap<String, String>,
 }
 
-/// Configuration of Dockerfile builds (DESIGN §4.5).
+/// Configuration of Dockerfile builds (docs/user/dockerfile-actions.md).
 #[derive(Debug, Clone)]
 pub struct BuildConfig {
     /// [`REGISTRY_HOST`].

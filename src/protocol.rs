@@ -273,7 +273,7 @@ impl<'de> Deserialize<'de> for PrependPath {
     }
 }
 
-/// Which data plane a job uses (DESIGN §3).
+/// Which data plane a job uses (docs/user/install-arc.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataPlane {

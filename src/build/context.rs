@@ -6,7 +6,8 @@
 //! talk to the cluster or choose how the context travels; `build` and `hooks` do.
 //!
 //! **Context.** The runner builds `docker build -f <Dockerfile> <the Dockerfile's directory>`
-//! (reference `runner-hooks.md` §3), so the context is the Dockerfile's directory, never the
+//! (actions/runner `src/Runner.Worker/Handlers/ContainerActionHandler.cs` builds with the
+//! Dockerfile's directory as context), so the context is the Dockerfile's directory, never the
 //! action's root. Accepted names are the runner's `IsDockerfile`: `Dockerfile`, `Dockerfile.*` and
 //! anything ending in `Dockerfile`.
 //!

@@ -5,8 +5,8 @@
 //! Running as another user (`runuser -u <user> --`) needs root. The environment is replaced, not
 //! inherited: `HOME`, `USER`, `LOGNAME` and a fixed `PATH` for the build user, and no
 //! `XDG_RUNTIME_DIR`, because root's (`/run/user/0`) is not the build user's and rootless
-//! Buildah falls back to `/var/tmp/containers-user-<uid>` without one (build-lab §1, §5). The
-//! user needs `/etc/subuid` and `/etc/subgid` ranges, or `RUN` steps fail (build-lab §5,
+//! Buildah falls back to `/var/tmp/containers-user-<uid>` without one (containers/storage `docs/containers-storage.conf.5.md`, `rootless_storage_path`). The
+//! user needs `/etc/subuid` and `/etc/subgid` ranges, or `RUN` steps fail (docs/user/build-pod-security.md,
 //! single-uid mode).
 //!
 //! The script runs in a process group of its own, so a timeout or a cancelled future stops

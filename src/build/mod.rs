@@ -1,7 +1,7 @@
 //! Building Dockerfile container actions: the build context, the build pod, and the engine that
 //! builds an image with Buildah and pushes it to the configured registry.
 //!
-//! One engine, several doors (DESIGN §4): the hook's `run_container_step` for `runs.image:
+//! One engine, several doors (docs/user/dockerfile-actions.md): the hook's `run_container_step` for `runs.image:
 //! Dockerfile` actions (through a build pod), the `runner-k8s-hook build` subcommand and the
 //! JavaScript action (`action.yml`, through the host's `buildah`). Every door describes the build
 //! as a [`BuildSpec`], turns it into one shell script with [`script::argv`], and hands both to an

@@ -1,5 +1,5 @@
 //! The build pod: a pure function from the build's inputs to the pod that runs the build script
-//! (DESIGN §4.2 and §5), and the words that explain why a cluster refused one.
+//! (docs/user/dockerfile-actions.md, docs/user/build-pod-security.md), and the words that explain why a cluster refused one.
 //!
 //! Owns the pod layout (the paths below are the contract with [`super::BuildSpec`]: the pod
 //! executor fills the spec with them) and the security profiles. It must not call the API, read
@@ -24,7 +24,7 @@
 //!   runner's identity), no service links, `restartPolicy: Never`; the hook template's `$build`
 //!   entry merges last and may override any of it (sidecars are not added).
 //!
-//! Profiles ([`BuilderProfile`], measured facts in DESIGN §5, explained for users in
+//! Profiles ([`BuilderProfile`], measured on a real node and explained for users in
 //! `docs/user/build-pod-security.md`): never `privileged`.
 //! - `rootless`: uid 1000 (the `build` user of `quay.io/buildah/stable`), `runAsNonRoot`,
 //!   `allowPrivilegeEscalation: true` (newuidmap/newgidmap gain their file capabilities on exec),
@@ -449,7 +449,7 @@ pub fn build_pod(input: &BuildPodInput<'_>) -> Result<Pod, BuildPodError> {
     Ok(pod)
 }
 
-/// The container security context of a profile (module docs; DESIGN §5).
+/// The container security context of a profile (module docs; docs/user/build-pod-security.md).
 fn security_context(profile: BuilderProfile, seccomp_localhost: Option<&str>) -> SecurityContext {
     let capabilities = |drop_all: bool, add: &[&str]| Capabilities {
         drop: drop_all.then(|| vec!["ALL".to_owned()]),

@@ -3,7 +3,7 @@
 //! the pull reference.
 //!
 //! A built action is pushed as `<push-host>/<name>:<tag>` and run as
-//! `<pull-host>/<name>:<tag>@sha256:<digest>` (DESIGN §4.1). The two hosts differ when pods
+//! `<pull-host>/<name>:<tag>@sha256:<digest>` (docs/user/dockerfile-actions.md). The two hosts differ when pods
 //! reach the registry under one name (`registry.ns.svc:5000`) and the kubelet pulls under
 //! another (`localhost:30500`).
 //!
@@ -303,7 +303,7 @@ pub fn is_tag(tag: &str) -> bool {
 }
 
 /// The repository name of a Dockerfile action, from where the runner put its Dockerfile
-/// (DESIGN §4.1):
+/// (docs/user/dockerfile-actions.md):
 ///
 /// - `<work>/_actions/<owner>/<repo>/<ref>/[<path>/]<Dockerfile>` (an action from another
 ///   repository, which the runner downloads there) → `<owner>/<repo>[/<path>]`;

@@ -10,7 +10,7 @@
 //!    not exist, and writes a temporary file beside it, so a read-only Secret file is copied to
 //!    `<work_dir>/auth.json`, or `{"auths":{}}` is written there;
 //! 4. sets `BUILDAH_ISOLATION=chroot` (the `oci` isolation needs a runtime and cgroup access
-//!    that a build pod does not have; build-lab §4) and a `storage.conf` of its own, so image
+//!    that a build pod does not have) and a `storage.conf` of its own, so image
 //!    defaults such as the official image's `mount_program = fuse-overlayfs` (which needs
 //!    `/dev/fuse`) do not apply;
 //! 5. chooses the storage driver: with `overlay`, it probes what the build will really use, at

@@ -1,5 +1,5 @@
 //! Dockerfile container actions: build the action's image in a build pod, push it under a random
-//! tag, and hand back the pull-host reference pinned by digest (DESIGN §4). The step then runs
+//! tag, and hand back the pull-host reference pinned by digest (docs/user/dockerfile-actions.md). The step then runs
 //! from it exactly like an image step ([`super::run_container_step::run_image`]).
 
 use std::path::Path;

@@ -71,7 +71,7 @@ pub(crate) fn runner_work_dir(context: &Context) -> anyhow::Result<PathBuf> {
 }
 
 /// Volume mode when configured, or when the runner pod mounts its work claim; copy mode
-/// otherwise (DESIGN §3). The choice and its reason are logged.
+/// otherwise (docs/user/install-arc.md). The choice and its reason are logged.
 pub(crate) fn choose_work_volume(context: &Context, runner: Option<&RunnerPod>) -> WorkVolume {
     let config = &context.config;
     let default_claim = format!("{}-work", context.runner_pod);

@@ -5,7 +5,8 @@
 //! draw random numbers, so the same input always gives the same pod (see the golden files in
 //! `src/k8s/snapshots/`).
 //!
-//! The job pod reproduces what Docker would give the job (reference `runner-hooks.md` §1.5):
+//! The job pod reproduces what Docker would give the job (the mounts actions/runner passes to
+//! `docker create` in `src/Runner.Worker/Container/DockerCommandManager.cs`):
 //! the runner's `systemMountVolumes` become mounts of one `work` volume (the runner's work
 //! volume in volume mode, an emptyDir filled by copying `_work` in copy mode) with `subPath`s, so
 //! `/__w`, `/__w/_temp`, `/github/home` and `/github/workflow` show the same directories a bind

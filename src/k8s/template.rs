@@ -3,7 +3,7 @@
 //!
 //! Existing ARC deployments ship these files for the TypeScript hook, so the merge rules are that
 //! hook's (`mergeObjectMeta`, `mergePodSpecWithOptions`, `mergeContainerWithOptions` in
-//! `packages/k8s/src/k8s/utils.ts`; reference `runner-hooks.md` §2.9):
+//! `packages/k8s/src/k8s/utils.ts`; docs/user/hook-template.md):
 //!
 //! - only `metadata` and `spec` are read, at the top level or under `template:` (a real
 //!   `kind: PodTemplate` object);

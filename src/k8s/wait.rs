@@ -331,7 +331,7 @@ pub fn evaluate(pod: &Pod, goal: &Goal) -> Progress {
         }
         Goal::Terminated { container } => {
             // Wait for the container's state, not the phase: the phase turns about a second
-            // later (DESIGN §5, measured on a real node).
+            // later (measured on a real node; docs/user/build-pod-security.md).
             let target = statuses.iter().find(|c| &c.name == container);
             if let Some(t) = target.and_then(|c| c.state.as_ref()?.terminated.as_ref()) {
                 return Progress::Reached(Reached::Terminated {

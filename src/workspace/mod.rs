@@ -4,7 +4,7 @@
 //! Owns the remote scripts, the verification and the retry policy. It must not know about pods,
 //! hooks or which directories a step needs; `hooks` chooses the paths, `k8s::exec` implements
 //! [`Remote`]. Nothing here needs the remote side to see the end of stdin, so the same code works
-//! on the v4 exec protocol, which cannot half-close stdin (reference/runner-hooks.md §2.5).
+//! on the v4 exec protocol, which cannot half-close stdin (`wsstream/conn.go` in k8s.io/apimachinery: only `v5.channel.k8s.io` has the close channel).
 //!
 //! **Copy in** ([`copy_in`]): the local directory is packed once into a temporary archive while
 //! each regular file is hashed (sha256). The remote script ([`COPY_IN_SCRIPT`]) reads exactly the

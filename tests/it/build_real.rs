@@ -1,4 +1,4 @@
-//! Real builds (STYLE §10.6): the exact script a build pod runs ([`build::script`]), run on this
+//! Real builds (docs/developer/testing.md): the exact script a build pod runs ([`build::script`]), run on this
 //! machine by the local executor as an unprivileged user with subordinate ids (rootless), with
 //! the host's Buildah, against a real registry on 127.0.0.1, plain and with TLS + basic auth.
 //! Each test checks the digest the build reports against the registry's own
@@ -159,7 +159,7 @@ impl Lab {
     }
 
     /// Pull `reference` into a fresh store as the build user and run the action's entrypoint in
-    /// it (rootless `buildah from` + `buildah run`, build-lab §7), with `GITHUB_OUTPUT` set as the
+    /// it (rootless `buildah from` + `buildah run`), with `GITHUB_OUTPUT` set as the
     /// runner sets it. Returns the output: the greeting, then the output file.
     fn run_action(&self, reference: &str, who: &str) -> String {
         let scratch = Scratch::new(Some(&self.user)).expect("scratch directory");

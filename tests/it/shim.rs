@@ -1,5 +1,5 @@
-//! The launch shims `dist/index.js` and `dist/index.sh` (DESIGN.md §2, STYLE.md §12), run the way
-//! the runner runs them (reference/runner-hooks.md §1.2-1.3): `node index.js` or `sh -e index.sh`,
+//! The launch shims `dist/index.js` and `dist/index.sh` (docs/developer/architecture.md), run the way
+//! the runner runs them (actions/runner `src/Runner.Worker/Container/ContainerHooks/ContainerHookManager.cs`): `node index.js` or `sh -e index.sh`,
 //! one JSON line on stdin then EOF, SIGINT/SIGTERM sent to the shim's PID only.
 //!
 //! The real binary is replaced by a stand-in shell script, written into a tempdir, that records

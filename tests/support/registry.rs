@@ -5,8 +5,8 @@
 //!
 //! Also here: the unprivileged build user with subordinate id ranges ([`build_user`]), the
 //! busybox base image built from `busybox-static` without internet ([`busybox_context`],
-//! build-lab §3a), and the registry's own answer for a tag's digest ([`Registry::digest`]).
-//! The recipe and its pitfalls are in `shared/reference/build-lab.md` §2, §5 and §10.
+//! docs/developer/testing.md), and the registry's own answer for a tag's digest ([`Registry::digest`]).
+//! The recipe and its pitfalls are in docs/developer/testing.md (Real build tests).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ pub const REGISTRY_USER: &str = "ciuser";
 pub const REGISTRY_PASSWORD: &str = "cipass";
 
 /// Every manifest type buildah may push. Without it the registry answers 404 for OCI
-/// manifests and converts Docker v2s2 ones to schema1 with another digest (build-lab §4).
+/// manifests and converts Docker v2s2 ones to schema1 with another digest (distribution's manifest negotiation).
 pub const MANIFEST_ACCEPT: &str = "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Tools the build tests need, with the package that provides each.
@@ -238,7 +238,7 @@ fn free_port() -> u16 {
 }
 
 /// Wait until `host` accepts connections (the registry answers within about 50 ms,
-/// build-lab §2), or the process exits.
+/// docs/developer/testing.md), or the process exits.
 fn wait_listening(host: &str, child: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -277,7 +277,7 @@ pub fn set_mode(path: &Path, mode: u32) {
 }
 
 /// The build user, created once per machine (idempotent) with subordinate uid and gid ranges:
-/// without them `RUN` steps fail under chroot isolation (build-lab §5, single-uid mode).
+/// without them `RUN` steps fail under chroot isolation (Buildah's single-uid mode).
 /// Needs root, as CI has.
 pub fn build_user() -> &'static str {
     static USER: OnceLock<()> = OnceLock::new();
@@ -311,7 +311,7 @@ pub fn build_user() -> &'static str {
 
 /// Lay out a busybox base image's context in `dir`: a rootfs with the static busybox and its
 /// applet links, and a `Containerfile` (`FROM scratch`, `COPY rootfs/ /`). No `RUN` step, so
-/// it builds in any mode, without internet (build-lab §3a).
+/// it builds in any mode, without internet.
 pub fn busybox_context(dir: &Path) {
     let rootfs = dir.join("rootfs");
     for sub in ["bin", "etc", "tmp", "root", "proc", "sys", "dev"] {

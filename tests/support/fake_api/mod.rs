@@ -112,7 +112,7 @@ pub struct FakeClusterOptions {
     /// cluster: only `v4.channel.k8s.io`, negotiated by the kubelet.
     pub exec_v5: bool,
     /// Delay between a container's terminated state and the pod's terminal phase (a real node
-    /// shows ~1.1 s, DESIGN §5).
+    /// shows ~1.1 s, docs/user/build-pod-security.md).
     pub phase_lag: Duration,
     /// First image-pull back-off (doubles, capped at 8×).
     pub pull_backoff: Duration,
