@@ -30,6 +30,15 @@ async fn cluster() -> (FakeCluster, Api<Pod>) {
     cluster_with(FakeClusterOptions::default()).await
 }
 
+/// A cluster whose API server has the v5 stream translator (1.30 and later).
+async fn v5_cluster() -> (FakeCluster, Api<Pod>) {
+    cluster_with(FakeClusterOptions {
+        exec_v5: true,
+        ..FakeClusterOptions::default()
+    })
+    .await
+}
+
 fn pod_from(spec: Value) -> Pod {
     serde_json::from_value(spec).expect("a pod")
 }
@@ -279,7 +288,7 @@ async fn exec_errors_match_the_api_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_into_a_stopped_container_on_v5_upgrades_then_fails() {
-    let (_cluster, pods) = cluster().await;
+    let (_cluster, pods) = v5_cluster().await;
     pods.create(
         &PostParams::default(),
         &shell_pod("done", "busybox", "true"),
@@ -1407,7 +1416,7 @@ async fn command_args_env_and_working_dir_resolve_like_kubernetes() {
 async fn exec_wire_protocol_v5_frames_pings_and_close() {
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
-    let (cluster, pods) = cluster().await;
+    let (cluster, pods) = v5_cluster().await;
     pods.create(
         &PostParams::default(),
         &shell_pod("job", "busybox", "exec sleep 600"),
@@ -1780,4 +1789,45 @@ async fn containers_run_as_their_security_context_and_permissions_are_real() {
 fn nix_like_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A 1.28 API server (the default) chooses v4 from a client's list, and answers a handshake
+/// that offers only protocols it does not serve (v5 alone) with a bare 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_handshake_on_a_1_28_server() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let (cluster, pods) = cluster().await;
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("job", "busybox", "exec sleep 600"),
+    )
+    .await
+    .expect("create");
+    wait_for(&pods, "job", conditions::is_pod_running()).await;
+    let handshake = |protocols: &'static str| {
+        let url = format!(
+            "{}/api/v1/namespaces/fake-ns/pods/job/exec?command=true&stdout=true",
+            cluster.server_url().replacen("http", "ws", 1)
+        );
+        let mut request = url.into_client_request().expect("a request");
+        let headers = request.headers_mut();
+        headers.insert("Authorization", "Bearer fake-token".parse().unwrap());
+        headers.insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let (_socket, response) = handshake("v5.channel.k8s.io, v4.channel.k8s.io")
+        .await
+        .expect("upgrade");
+    assert_eq!(
+        response.headers()["Sec-WebSocket-Protocol"],
+        "v4.channel.k8s.io"
+    );
+    match handshake("v5.channel.k8s.io").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+            assert!(response.body().as_ref().is_none_or(|b| b.is_empty()));
+        }
+        other => panic!("expected a bare 403, got {other:?}"),
+    }
 }

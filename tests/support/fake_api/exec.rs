@@ -97,14 +97,13 @@ pub async fn serve(
         V5
     } else if offered.iter().any(|p| p == V4) {
         V4
+    } else if !shared.options.exec_v5 {
+        // A 1.28 API server answers a handshake it cannot serve (only v5, v3, v2 or unknown
+        // protocols offered) with a bare 403 and no body.
+        return Ok(server::empty(403));
     } else {
         return Err(ApiError::bad_request(format!(
-            "requested protocol(s) are not supported: {offered:?}; supports [{}]",
-            if shared.options.exec_v5 {
-                "v5.channel.k8s.io v4.channel.k8s.io"
-            } else {
-                V4
-            }
+            "requested protocol(s) are not supported: {offered:?}; supports [v5.channel.k8s.io v4.channel.k8s.io]"
         )));
     };
     let options = Options {

@@ -103,13 +103,14 @@ use kubelet::Kubelet;
 use sandbox::Tools;
 use store::Store;
 
-/// How a fake cluster behaves. `Default` is a current cluster (v5 exec, short delays).
+/// How a fake cluster behaves. `Default` is a 1.28 cluster as ARC users run it (v4 exec, the chart Role), with short delays.
 #[derive(Clone, Debug)]
 pub struct FakeClusterOptions {
     /// The namespace of the kubeconfig context (it exists, as does `default`).
     pub namespace: String,
-    /// Serve `v5.channel.k8s.io` (API server ≥1.30 stream translator). `false` emulates an older
-    /// cluster: only `v4.channel.k8s.io`, negotiated by the kubelet.
+    /// Serve `v5.channel.k8s.io` (API server ≥1.30 stream translator). `false` (the default)
+    /// is a 1.28 cluster: only `v4.channel.k8s.io`, negotiated by the kubelet, and a bare 403 for
+    /// a handshake that offers nothing it serves.
     pub exec_v5: bool,
     /// Delay between a container's terminated state and the pod's terminal phase (a real node
     /// shows ~1.1 s, docs/user/build-pod-security.md).
@@ -147,7 +148,7 @@ impl Default for FakeClusterOptions {
         .collect();
         Self {
             namespace: "fake-ns".to_string(),
-            exec_v5: true,
+            exec_v5: false,
             phase_lag: Duration::from_millis(150),
             pull_backoff: Duration::from_millis(100),
             watch_history: 1000,

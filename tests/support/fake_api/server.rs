@@ -300,7 +300,11 @@ async fn route(
     match segments.as_slice() {
         ["version"] => Ok(json_response(
             200,
-            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"}),
+            &if shared.options.exec_v5 {
+                json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"})
+            } else {
+                json!({"major": "1", "minor": "28", "gitVersion": "v1.28.4-fake", "platform": "linux/amd64"})
+            },
         )),
         ["api"] => Ok(json_response(
             200,
