@@ -6,6 +6,7 @@ pub mod cleanup_job;
 pub mod prepare_job;
 pub mod run_container_step;
 pub mod run_script_step;
+pub mod step;
 
 use std::path::PathBuf;
 

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tracing::{debug, info, warn};
 
 use super::Outcome;
-use super::run_script_step::{FILE_COMMANDS, WORK_MOUNT, exit_status_byte};
+use super::step::{self, FILE_COMMANDS, WORK_MOUNT};
 use crate::k8s::names::{self, JOB_CONTAINER};
 use crate::k8s::spec::{
     self, FILES_CONTAINER, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
@@ -289,10 +289,7 @@ pub async fn run_image(
         }
     }
 
-    Ok(match exit_code {
-        0 => Outcome::Success(None),
-        code => Outcome::StepExited(exit_status_byte(code)),
-    })
+    Ok(step::outcome(exit_code))
 }
 
 /// The workspace on the runner host and its path relative to `_work`, from the request's

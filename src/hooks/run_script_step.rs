@@ -30,19 +30,14 @@ use tokio::io::AsyncWrite;
 use tracing::{debug, info, warn};
 
 use super::Outcome;
+use super::step::{self, FILE_COMMANDS, WORK_MOUNT};
 use crate::k8s::exec::PodExec;
 use crate::k8s::{Context, Undo, retry};
 use crate::protocol::{DataPlane, ScriptStepArgs, State};
 use crate::shell;
 use crate::workspace::{self, CopyOptions, Stdin};
 
-/// The runner's directory for file-command files (`GITHUB_OUTPUT`, `GITHUB_ENV`...), in `_temp`.
-pub const FILE_COMMANDS: &str = "_runner_file_commands";
-
 use crate::k8s::names::JOB_CONTAINER;
-
-/// Where the runner's `_work` is mounted in the job container.
-pub const WORK_MOUNT: &str = "/__w";
 
 /// Where step directories live in the job container.
 pub const STEP_DIRS: &str = "/__w/_temp/_runner_k8s_hook";
@@ -225,10 +220,7 @@ pub async fn run(args: ScriptStepArgs, state: State, context: &Context) -> anyho
         }
     }
 
-    match result? {
-        0 => Ok(Outcome::Success(None)),
-        code => Ok(Outcome::StepExited(exit_status_byte(code))),
-    }
+    Ok(step::outcome(result?))
 }
 
 /// Start the step and follow it to its end. After a connection that broke, closed without a
@@ -326,15 +318,6 @@ fn runner_temp(context: &Context) -> anyhow::Result<PathBuf> {
     context.config.runner_temp.clone().context(
         "environment variable `RUNNER_TEMP` is not set: the hook must be started by the runner",
     )
-}
-
-/// A process exit code as a byte: codes 1..=255 pass through; anything outside (a negative or
-/// wrapped code) becomes 1 so a failure never looks like success.
-pub fn exit_status_byte(code: i32) -> u8 {
-    match u8::try_from(code) {
-        Ok(0) | Err(_) => 1,
-        Ok(b) => b,
-    }
 }
 
 /// The exec argv and stdin for one step.
@@ -706,13 +689,5 @@ mod tests {
         );
         // The step's stdin is /dev/null, so `cat` ends at once instead of hanging.
         assert_eq!(run_locally(&command), (3, String::new()));
-    }
-
-    #[test]
-    fn exit_codes_map_to_bytes_that_never_read_as_success() {
-        assert_eq!(exit_status_byte(3), 3);
-        assert_eq!(exit_status_byte(255), 255);
-        assert_eq!(exit_status_byte(256), 1);
-        assert_eq!(exit_status_byte(-1), 1);
     }
 }
