@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::build::options::{self, OptionError, Stage};
 use crate::build::reference::RegistryHost;
+use crate::k8s::names::{is_dns1123_label, is_dns1123_subdomain};
 
 /// Name of the runner pod. **Required** for the hook commands. Every object we create is named
 /// after it and labelled `runner-pod=<name>`. ARC sets it from the downward API
@@ -474,7 +475,7 @@ impl Config {
         };
         let namespace = get(KUBERNETES_NAMESPACE);
         if let Some(ns) = &namespace
-            && !is_dns_label(ns)
+            && !is_dns1123_label(ns)
         {
             return Err(ConfigError::Invalid {
                 var: KUBERNETES_NAMESPACE,
@@ -577,7 +578,7 @@ fn build_config(get: &dyn Fn(&str) -> Option<String>) -> Result<BuildConfig, Con
 
     let registry_secret_name = get(REGISTRY_SECRET_NAME);
     if let Some(name) = &registry_secret_name
-        && !is_dns_subdomain(name)
+        && !is_dns1123_subdomain(name)
     {
         return Err(ConfigError::Invalid {
             var: REGISTRY_SECRET_NAME,
@@ -589,10 +590,10 @@ fn build_config(get: &dyn Fn(&str) -> Option<String>) -> Result<BuildConfig, Con
         None => None,
         Some(v) => {
             let parsed = match v.split_once('/') {
-                Some(("secret", name)) if is_dns_subdomain(name) => {
+                Some(("secret", name)) if is_dns1123_subdomain(name) => {
                     Some(RegistryCa::Secret(name.to_owned()))
                 }
-                Some(("configmap", name)) if is_dns_subdomain(name) => {
+                Some(("configmap", name)) if is_dns1123_subdomain(name) => {
                     Some(RegistryCa::ConfigMap(name.to_owned()))
                 }
                 _ => None,
@@ -758,33 +759,9 @@ fn is_quantity(text: &str) -> bool {
     valid_number && valid_suffix
 }
 
-/// RFC 1123 subdomain: what Kubernetes requires of Secret and ConfigMap names.
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-/// What [`is_dns_label`] accepts, in words, for error messages.
+/// What a namespace name may be ([`is_dns1123_label`]), in words, for error messages.
 pub const NAMESPACE_EXPECTED: &str =
     "a namespace name: lowercase letters, digits and `-`, at most 63 characters";
-
-/// RFC 1123 label: what Kubernetes requires of a namespace name.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
 
 #[cfg(test)]
 mod tests {

@@ -253,7 +253,7 @@ impl Args {
                     }
                 }
                 if let Some(ns) = &self.namespace
-                    && !config::is_dns_label(ns)
+                    && !crate::k8s::names::is_dns1123_label(ns)
                 {
                     return only("--namespace", ns.clone(), config::NAMESPACE_EXPECTED);
                 }
