@@ -160,7 +160,6 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
 
     #[test]
     fn missing_permissions_are_listed_in_one_sentence() {
@@ -172,107 +171,5 @@ mod tests {
             err.to_string(),
             "the service account may not create pods/exec, delete secrets in namespace `arc-runners`"
         );
-    }
-
-    /// The rules of a Role document, as (resource, verb) pairs.
-    fn granted(yaml: &str) -> Vec<(String, String)> {
-        // The file holds the Role first (then, in the docs, its RoleBinding).
-        let first = serde_yaml_ng::Deserializer::from_str(yaml)
-            .next()
-            .expect("a document");
-        let role = serde_yaml_ng::Value::deserialize(first).expect("valid YAML");
-        let mut pairs = Vec::new();
-        for rule in role["rules"].as_sequence().expect("rules") {
-            let list = |key: &str| -> Vec<String> {
-                rule[key]
-                    .as_sequence()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            };
-            for resource in list("resources") {
-                for verb in list("verbs") {
-                    pairs.push((resource.clone(), verb));
-                }
-            }
-        }
-        pairs
-    }
-
-    #[test]
-    fn the_documented_role_is_the_chart_role_and_grants_what_jobs_need() {
-        let docs = granted(include_str!("../../docs/user/rbac-role.yaml"));
-        let chart = granted(include_str!(
-            "../../tests/fixtures/rbac/arc-kube-mode-role.yaml"
-        ));
-        let core = |pairs: &[(String, String)]| {
-            let mut v: Vec<_> = pairs.iter().filter(|(r, _)| r != "jobs").cloned().collect();
-            v.sort();
-            v
-        };
-        assert_eq!(
-            core(&docs),
-            core(&chart),
-            "docs/user/rbac-role.yaml is not ARC's Role"
-        );
-        let mut line = String::new();
-        for (resource, verbs) in [
-            (
-                "pods",
-                vec!["get", "list", "create", "delete", "update", "patch"],
-            ),
-            ("pods/exec", vec!["get", "create"]),
-            ("pods/log", vec!["get", "list", "watch"]),
-            ("secrets", vec!["get", "list", "create", "delete"]),
-        ] {
-            for verb in &verbs {
-                assert!(chart.contains(&(resource.to_owned(), (*verb).to_owned())));
-            }
-            if !line.is_empty() {
-                line.push_str("; ");
-            }
-            line.push_str(&format!("{resource}: {}", verbs.join(", ")));
-        }
-        assert_eq!(CHART_ROLE, line);
-        for perm in REQUIRED {
-            let resource = if perm.subresource.is_empty() {
-                perm.resource.to_owned()
-            } else {
-                format!("{}/{}", perm.resource, perm.subresource)
-            };
-            assert!(
-                chart.contains(&(resource, perm.verb.to_owned())),
-                "ARC's Role does not grant {perm}"
-            );
-        }
-        assert!(!chart.contains(&("pods".to_owned(), "watch".to_owned())));
-    }
-
-    #[test]
-    fn the_documented_role_grants_every_required_permission() {
-        let role = include_str!("../../docs/user/rbac-role.yaml");
-        // The file holds the Role, then its RoleBinding.
-        let first = serde_yaml_ng::Deserializer::from_str(role)
-            .next()
-            .expect("a document");
-        let role = serde_yaml_ng::Value::deserialize(first).expect("valid YAML");
-        let rules = role["rules"].as_sequence().expect("rules");
-        for perm in REQUIRED {
-            let resource = if perm.subresource.is_empty() {
-                perm.resource.to_owned()
-            } else {
-                format!("{}/{}", perm.resource, perm.subresource)
-            };
-            let granted = rules.iter().any(|rule| {
-                let has = |key: &str, want: &str| {
-                    rule[key]
-                        .as_sequence()
-                        .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(want)))
-                };
-                has("resources", &resource) && has("verbs", perm.verb)
-            });
-            assert!(granted, "docs/user/rbac-role.yaml does not grant {perm}");
-        }
     }
 }

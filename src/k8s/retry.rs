@@ -101,12 +101,13 @@ where
             Err(error) if is_transient(&error) => error,
             Err(error) => return Err(error),
         };
+        let first = first_failure.is_none();
         let since = *first_failure.get_or_insert_with(Instant::now);
         let delay = backoff.next_delay();
         if since.elapsed() + delay > OUTAGE_BUDGET {
             return Err(error);
         }
-        if since.elapsed().is_zero() || since.elapsed() < delay {
+        if first {
             warn!(
                 what,
                 %error,

@@ -18,6 +18,7 @@ mod fake_api;
 mod job;
 mod job_failures;
 mod protocol;
+mod rbac;
 mod shim;
 mod tainted_node;
 mod wait_bench;

@@ -530,7 +530,7 @@ pub struct Policy {
 }
 
 /// ARC's `gha-runner-scale-set` Role for `containerMode: kubernetes`, the default of every test.
-pub const CHART_ROLE: &str = include_str!("../../fixtures/rbac/arc-kube-mode-role.yaml");
+pub const CHART_ROLE_YAML: &str = include_str!("../../fixtures/rbac/arc-kube-mode-role.yaml");
 
 impl Policy {
     /// The Role in `yaml` (the first document of the file).
@@ -562,7 +562,14 @@ impl Policy {
     }
 
     pub fn chart_role() -> Policy {
-        Policy::from_role(CHART_ROLE)
+        Policy::from_role(CHART_ROLE_YAML)
+    }
+
+    /// The (resource[/subresource], verb) pairs granted, sorted; `None` when everything is.
+    pub fn rules(&self) -> Option<Vec<(String, String)>> {
+        let mut rules: Vec<_> = self.granted.as_ref()?.iter().cloned().collect();
+        rules.sort();
+        Some(rules)
     }
 
     pub fn allows(&self, resource: &str, verb: &str) -> bool {
@@ -573,7 +580,7 @@ impl Policy {
 }
 
 /// RBAC scripting (`FakeCluster::rbac`). The hook's service account starts with ARC's chart
-/// Role ([`CHART_ROLE`]).
+/// Role ([`CHART_ROLE_YAML`]).
 pub struct Rbac<'a>(&'a Shared);
 
 impl Rbac<'_> {
