@@ -5,9 +5,9 @@
 //! and `k8s` (uv's `diagnostics.rs`), so the text that tells a user what to do lives here, in one
 //! place, and is tested against the exact output.
 
-use crate::build::BuildError;
-use crate::build::cli::UsageError;
+use crate::cli::build::UsageError;
 use crate::config::{self, ConfigError};
+use crate::image::BuildError;
 use crate::k8s::K8sError;
 use crate::k8s::exec::ExecError;
 use crate::k8s::rbac::RbacError;
@@ -139,21 +139,21 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
             if let Some(hint) = build_hint(e) {
                 hints.push(hint);
             }
-        } else if let Some(e) = cause.downcast_ref::<crate::workspace::AttemptFailure>() {
+        } else if let Some(e) = cause.downcast_ref::<crate::transfer::AttemptFailure>() {
             match e {
-                crate::workspace::AttemptFailure::RemoteExit { code, stderr }
+                crate::transfer::AttemptFailure::RemoteExit { code, stderr }
                     if *code == 127 || stderr.contains("not found") =>
                 {
                     hints.push(
                         "copy mode runs `sh`, `mkdir`, `head -c`, `tar`, `find` and `sha256sum` in the container: use a job image that has them (any BusyBox, Alpine, Debian, Ubuntu or UBI image), or use volume mode".to_owned(),
                     )
                 }
-                crate::workspace::AttemptFailure::Mismatch { .. } => hints.push(
+                crate::transfer::AttemptFailure::Mismatch { .. } => hints.push(
                     "something in the pod changed the files while they were copied; if a service or sidecar writes into the workspace, make it write elsewhere".to_owned(),
                 ),
                 _ => {}
             }
-        } else if let Some(e) = cause.downcast_ref::<crate::build::context::ContextError>() {
+        } else if let Some(e) = cause.downcast_ref::<crate::image::context::ContextError>() {
             if let Some(hint) = e.hint() {
                 hints.push(hint);
             }
@@ -278,11 +278,11 @@ mod tests {
 
     #[test]
     fn a_copy_that_finds_no_tar_says_which_tools_copy_mode_needs() {
-        let err = anyhow::Error::new(crate::workspace::CopyError::CopyIn {
+        let err = anyhow::Error::new(crate::transfer::CopyError::CopyIn {
             local_dir: "/home/runner/_work".into(),
             remote_dir: "/__w".into(),
             attempts: 3,
-            failure: crate::workspace::AttemptFailure::RemoteExit {
+            failure: crate::transfer::AttemptFailure::RemoteExit {
                 code: 127,
                 stderr: "sh: tar: not found".into(),
             },

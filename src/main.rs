@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `runner-k8s-hook build ...`: the build engine (`build::cli`). A signal stops the build: its
+/// `runner-k8s-hook build ...`: the build engine (`cli::build`). A signal stops the build: its
 /// local processes and temporary files, or its build pod.
 fn build(args: &[OsString]) -> ExitCode {
     // In a workflow (the JavaScript action) errors are annotations; on a terminal, plain text.
@@ -68,7 +68,7 @@ fn build(args: &[OsString]) -> ExitCode {
             logging::init(&config);
             runtime()?.block_on(async {
                 let mut stdout = tokio::io::stdout();
-                runner_k8s_hook::build::cli::run(args, &config, &mut stdout, signals()).await
+                runner_k8s_hook::cli::build::run(args, &config, &mut stdout, signals()).await
             })
         });
     match result {

@@ -8,14 +8,14 @@ use anyhow::Context as _;
 use tokio::io::AsyncWriteExt as _;
 use tracing::info;
 
-use crate::build::context::BuildContext;
-use crate::build::reference::{ImageRef, action_name};
-use crate::build::{Executor, pod};
 use crate::config;
-use crate::k8s::Context;
-use crate::k8s::build::{PodContext, PodExecutor};
-use crate::k8s::spec::WorkVolume;
+use crate::image::Executor;
+use crate::image::context::BuildContext;
+use crate::image::reference::{ImageRef, action_name};
+use crate::k8s::Session;
+use crate::k8s::build::{PodContext, PodExecutor, build_spec};
 use crate::protocol::{ContainerDefinition, State};
+use crate::spec::WorkVolume;
 
 /// A built and pushed action image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +35,9 @@ pub async fn build(
     args: &ContainerDefinition,
     dockerfile: &Path,
     state: Option<&State>,
-    context: &Context,
+    session: &Session,
 ) -> anyhow::Result<Built> {
-    let config = &context.config;
+    let config = &session.config;
     let build = &config.build;
     let push_host = build
         .registry_host_push
@@ -56,7 +56,7 @@ pub async fn build(
         .as_ref()
         .or(build.registry_host.as_ref())
         .unwrap_or(push_host);
-    let work_dir = super::runner_work_dir(context)?;
+    let work_dir = super::runner_work_dir(session)?;
 
     // Everything about the context is checked before any pod exists.
     let limit = build.context_limit_bytes;
@@ -75,12 +75,12 @@ pub async fn build(
         &action_name(dockerfile, &work_dir, repository),
     );
 
-    let template = context
+    let template = session
         .hook_template()
         .context("the hook template is unusable")?;
-    let runner = context.runner_pod().await;
-    let owner = context.owner(runner.as_ref());
-    let work_volume = super::step_work_volume(state, context, runner.as_ref());
+    let runner = session.runner_pod().await;
+    let owner = session.owner(runner.as_ref());
+    let work_volume = super::step_work_volume(state, session, runner.as_ref());
     let sub_path;
     let packed;
     let source = match &work_volume {
@@ -110,7 +110,7 @@ pub async fn build(
         }
     };
 
-    let spec = pod::build_spec(
+    let spec = build_spec(
         build,
         &build_context.dockerfile,
         &image.push_ref(),
@@ -118,7 +118,7 @@ pub async fn build(
         &[],
     );
     let executor = PodExecutor {
-        context,
+        session,
         owner: owner.as_ref(),
         source,
         template: template.as_ref(),

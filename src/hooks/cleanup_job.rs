@@ -5,18 +5,18 @@ use anyhow::Context as _;
 use tracing::info;
 
 use super::Outcome;
-use crate::k8s::Context;
+use crate::k8s::Session;
 use crate::protocol::State;
 
 /// Run `cleanup_job`.
 ///
 /// # Errors
 /// When listing or deleting fails for another reason than "already gone".
-pub async fn run(state: Option<State>, context: &Context) -> anyhow::Result<Outcome> {
-    let (pods, secrets) = context.delete_ours(true, true).await.with_context(|| {
+pub async fn run(state: Option<State>, session: &Session) -> anyhow::Result<Outcome> {
+    let (pods, secrets) = session.delete_ours(true, true).await.with_context(|| {
         format!(
             "failed to clean up the job of runner pod `{}`",
-            context.runner_pod
+            session.runner_pod
         )
     })?;
     info!(

@@ -15,10 +15,10 @@ use k8s_openapi::api::core::v1::Toleration;
 use tracing::{info, warn};
 
 use crate::config::DataPlaneSetting;
-use crate::k8s::Context;
+use crate::k8s::Session;
 use crate::k8s::objects::RunnerPod;
-use crate::k8s::spec::{Placement, WorkVolume};
 use crate::protocol::{Args, Request, Response, State};
+use crate::spec::{Placement, WorkVolume};
 
 /// How a command ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +33,13 @@ pub enum Outcome {
 ///
 /// # Errors
 /// Anything that stops the command, with context naming what failed.
-pub async fn dispatch(request: Request, context: &Context) -> anyhow::Result<Outcome> {
+pub async fn dispatch(request: Request, session: &Session) -> anyhow::Result<Outcome> {
     let state = request.state;
     match request.args {
-        Args::PrepareJob(args) => prepare_job::run(args, context).await,
-        Args::CleanupJob => cleanup_job::run(state, context).await,
-        Args::RunScriptStep(args) => run_script_step::run(args, require_job(state)?, context).await,
-        Args::RunContainerStep(args) => run_container_step::run(args, state, context).await,
+        Args::PrepareJob(args) => prepare_job::run(args, session).await,
+        Args::CleanupJob => cleanup_job::run(state, session).await,
+        Args::RunScriptStep(args) => run_script_step::run(args, require_job(state)?, session).await,
+        Args::RunContainerStep(args) => run_container_step::run(args, state, session).await,
     }
 }
 
@@ -55,8 +55,8 @@ fn require_job(state: Option<State>) -> anyhow::Result<State> {
 
 /// The runner's `_work` directory: the parent of `RUNNER_WORKSPACE` (`<_work>/<repo>`), as the
 /// TypeScript hook derives it.
-pub(crate) fn runner_work_dir(context: &Context) -> anyhow::Result<PathBuf> {
-    let workspace = context.config.runner_workspace.as_deref().context(
+pub(crate) fn runner_work_dir(session: &Session) -> anyhow::Result<PathBuf> {
+    let workspace = session.config.runner_workspace.as_deref().context(
         "environment variable `RUNNER_WORKSPACE` is not set: the hook must be started by the runner",
     )?;
     workspace
@@ -73,9 +73,9 @@ pub(crate) fn runner_work_dir(context: &Context) -> anyhow::Result<PathBuf> {
 
 /// Volume mode when configured, or when the runner pod mounts its work claim; copy mode
 /// otherwise (docs/user/install-arc.md). The choice and its reason are logged.
-pub(crate) fn choose_work_volume(context: &Context, runner: Option<&RunnerPod>) -> WorkVolume {
-    let config = &context.config;
-    let default_claim = format!("{}-work", context.runner_pod);
+pub(crate) fn choose_work_volume(session: &Session, runner: Option<&RunnerPod>) -> WorkVolume {
+    let config = &session.config;
+    let default_claim = format!("{}-work", session.runner_pod);
     let claim = match config.data_plane {
         DataPlaneSetting::Copy => {
             info!("data plane: copy (ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE=copy)");
@@ -122,11 +122,11 @@ pub(crate) fn runner_tolerations(runner: Option<&RunnerPod>) -> &[Toleration] {
 /// same choice `prepare_job` would make (a job without `container:` never ran it).
 pub(crate) fn step_work_volume(
     state: Option<&State>,
-    context: &Context,
+    session: &Session,
     runner: Option<&RunnerPod>,
 ) -> WorkVolume {
     match state.and_then(|s| s.data_plane) {
         Some(crate::protocol::DataPlane::Copy) => WorkVolume::EmptyDir,
-        _ => choose_work_volume(context, runner),
+        _ => choose_work_volume(session, runner),
     }
 }

@@ -12,15 +12,15 @@ use anyhow::Context as _;
 use tracing::{info, warn};
 
 use super::Outcome;
-use crate::k8s::names::{self, JOB_CONTAINER};
-use crate::k8s::spec::{self, JobPodInput, WorkVolume};
 use crate::k8s::wait::{self, Goal};
-use crate::k8s::{Context, Undo};
+use crate::k8s::{Session, Undo};
 use crate::protocol::{
     ContainerContext, PrepareJobArgs, PrepareJobResponse, Registry, Response, ResponseContext,
     State,
 };
-use crate::workspace::{self, CopyOptions};
+use crate::spec::names::{self, JOB_CONTAINER};
+use crate::spec::{self, JobPodInput, WorkVolume};
+use crate::transfer::{self, CopyOptions};
 
 /// Why a job without a job container is refused: on Kubernetes its steps would run in the runner
 /// pod, which cannot reach service containers at `localhost` as a Docker host can.
@@ -31,35 +31,35 @@ pub const SERVICES_WITHOUT_CONTAINER: &str = "this job has `services:` but no `c
 /// # Errors
 /// Missing permissions, configuration or runner paths; a pod that cannot start; a copy that
 /// cannot be verified. Whatever this command created is deleted before the error returns.
-pub async fn run(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outcome> {
-    let result = prepare(args, context).await;
+pub async fn run(args: PrepareJobArgs, session: &Session) -> anyhow::Result<Outcome> {
+    let result = prepare(args, session).await;
     if result.is_err() {
-        context.undo_all(crate::CANCEL_GRACE).await;
+        session.undo_all(crate::cancel::CANCEL_GRACE).await;
     }
     result
 }
 
-async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outcome> {
+async fn prepare(args: PrepareJobArgs, session: &Session) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let Some(job) = args.container.as_ref() else {
         anyhow::bail!(
             "{SERVICES_WITHOUT_CONTAINER}; add a `container:` to the job (any image with `sh`, e.g. `container: ubuntu:24.04`) so steps and services share one pod"
         );
     };
-    let config = &context.config;
+    let config = &session.config;
 
-    context
+    session
         .check_permissions()
         .await
         .context("cannot start the job: the pre-flight permission check failed")?;
-    let template = context
+    let template = session
         .hook_template()
         .context("cannot start the job: the hook template is unusable")?;
-    let work_dir = super::runner_work_dir(context)?;
+    let work_dir = super::runner_work_dir(session)?;
 
     // Pods and secrets left by an earlier job of this runner (a crashed runner, a skipped
     // cleanup) are stale now.
-    let (pods, secrets) = context
+    let (pods, secrets) = session
         .delete_ours(true, true)
         .await
         .context("failed to delete the previous job's pods and secrets")?;
@@ -67,9 +67,9 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
         info!(pods, secrets, "deleted leftovers of an earlier job");
     }
 
-    let runner = context.runner_pod().await;
-    let owner = context.owner(runner.as_ref());
-    let work_volume = super::choose_work_volume(context, runner.as_ref());
+    let runner = session.runner_pod().await;
+    let owner = session.owner(runner.as_ref());
+    let work_volume = super::choose_work_volume(session, runner.as_ref());
 
     let registries: Vec<&Registry> = std::iter::once(job)
         .chain(args.services.iter())
@@ -78,15 +78,15 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
         .collect();
     let mut secret_names = Vec::new();
     if !registries.is_empty() {
-        let name = names::secret(&context.runner_pod, &names::random_suffix());
-        let secret = spec::pull_secret(&name, &context.runner_pod, owner.as_ref(), &registries);
-        context.create_secret(&secret).await?;
-        context.undo.push(Undo::DeleteSecret(name.clone()));
+        let name = names::secret(&session.runner_pod, &names::random_suffix());
+        let secret = spec::pull_secret(&name, &session.runner_pod, owner.as_ref(), &registries);
+        session.create_secret(&secret).await?;
+        session.undo.push(Undo::DeleteSecret(name.clone()));
         secret_names.push(name);
     }
 
     let plan = spec::job_pod(&JobPodInput {
-        runner_pod: &context.runner_pod,
+        runner_pod: &session.runner_pod,
         owner: owner.as_ref(),
         work_dir: &work_dir,
         work_volume: &work_volume,
@@ -99,10 +99,10 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
     .context("cannot build the job pod")?;
     let pod_name = plan.pod.metadata.name.clone().unwrap_or_default();
 
-    context.create_pod(&plan.pod).await?;
-    context.undo.push(Undo::DeletePod(pod_name.clone()));
+    session.create_pod(&plan.pod).await?;
+    session.undo.push(Undo::DeletePod(pod_name.clone()));
     wait::until(
-        context,
+        session,
         &pod_name,
         &Goal::Running {
             container: JOB_CONTAINER.to_owned(),
@@ -113,9 +113,9 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
     .with_context(|| format!("the job pod `{pod_name}` did not start"))?;
     info!(pod = %pod_name, elapsed = ?started.elapsed(), "job pod running");
 
-    let exec = context.exec_in(&pod_name, JOB_CONTAINER);
+    let exec = session.exec_in(&pod_name, JOB_CONTAINER);
     if let (WorkVolume::EmptyDir, Some(work_mount)) = (&work_volume, plan.work_mount.as_deref()) {
-        let report = workspace::copy_in(&exec, &work_dir, work_mount, &CopyOptions::default())
+        let report = transfer::copy_in(&exec, &work_dir, work_mount, &CopyOptions::default())
             .await
             .with_context(|| {
                 format!(
@@ -130,8 +130,8 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
             warn!(source = %copy.source.display(), target = %copy.path, "volume source is not a directory on the runner; the volume starts empty");
             continue;
         }
-        let target = context.exec_in(&pod_name, &copy.container);
-        workspace::copy_in(&target, &copy.source, &copy.path, &CopyOptions::default())
+        let target = session.exec_in(&pod_name, &copy.container);
+        transfer::copy_in(&target, &copy.source, &copy.path, &CopyOptions::default())
             .await
             .with_context(|| {
                 format!(
@@ -145,9 +145,9 @@ async fn prepare(args: PrepareJobArgs, context: &Context) -> anyhow::Result<Outc
     let is_alpine = is_alpine(&exec).await;
 
     // The job pod and its secret now belong to the job: `cleanup_job` deletes them.
-    context.undo.forget(&Undo::DeletePod(pod_name.clone()));
+    session.undo.forget(&Undo::DeletePod(pod_name.clone()));
     for name in &secret_names {
-        context.undo.forget(&Undo::DeleteSecret(name.clone()));
+        session.undo.forget(&Undo::DeleteSecret(name.clone()));
     }
     info!(pod = %pod_name, data_plane = %work_volume.data_plane(), is_alpine, elapsed = ?started.elapsed(), "job ready");
 

@@ -20,14 +20,14 @@ use tracing::{debug, info, warn};
 
 use super::Outcome;
 use super::step::{self, FILE_COMMANDS, WORK_MOUNT};
-use crate::k8s::names::{self, JOB_CONTAINER};
-use crate::k8s::spec::{
+use crate::k8s::wait::{self, Goal, Reached};
+use crate::k8s::{Session, Undo, logs};
+use crate::protocol::{ContainerDefinition, State};
+use crate::spec::names::{self, JOB_CONTAINER};
+use crate::spec::{
     self, FILES_CONTAINER, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
 };
-use crate::k8s::wait::{self, Goal, Reached};
-use crate::k8s::{Context, Undo, logs};
-use crate::protocol::{ContainerDefinition, State};
-use crate::workspace::{self, CopyOptions};
+use crate::transfer::{self, CopyOptions};
 
 /// The step itself runs as long as it needs: the runner's `timeout-minutes` cancels it with a
 /// signal. This only bounds a wait that nothing else would end.
@@ -46,11 +46,11 @@ const WORKSPACE_TARGET: &str = "/github/workspace";
 pub async fn run(
     args: ContainerDefinition,
     state: Option<State>,
-    context: &Context,
+    session: &Session,
 ) -> anyhow::Result<Outcome> {
     let result = match args.dockerfile.as_deref().filter(|d| !d.is_empty()) {
         Some(dockerfile) => {
-            match super::build_action::build(&args, Path::new(dockerfile), state.as_ref(), context)
+            match super::build_action::build(&args, Path::new(dockerfile), state.as_ref(), session)
                 .await
             {
                 Ok(built) => {
@@ -58,7 +58,7 @@ pub async fn run(
                         &args,
                         &built.pull_ref,
                         state.as_ref(),
-                        context,
+                        session,
                         built.pull_secret.as_deref(),
                     )
                     .await
@@ -73,12 +73,12 @@ pub async fn run(
                 .filter(|i| !i.is_empty())
                 .context("the `run_container_step` request has neither `image` nor `dockerfile`")?
                 .to_owned();
-            run_image(&args, &image, state.as_ref(), context, None).await
+            run_image(&args, &image, state.as_ref(), session, None).await
         }
     };
     // Whatever happened, the step pod and its secret go (a signal is handled by the caller's
     // undo of the same entries).
-    context.undo_all(crate::CANCEL_GRACE).await;
+    session.undo_all(crate::cancel::CANCEL_GRACE).await;
     result
 }
 
@@ -91,18 +91,18 @@ pub async fn run_image(
     args: &ContainerDefinition,
     image: &str,
     state: Option<&State>,
-    context: &Context,
+    session: &Session,
     registry_secret: Option<&str>,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let config = &context.config;
-    let work_dir = super::runner_work_dir(context)?;
-    let template = context
+    let config = &session.config;
+    let work_dir = super::runner_work_dir(session)?;
+    let template = session
         .hook_template()
         .context("the hook template is unusable")?;
-    let runner = context.runner_pod().await;
-    let owner = context.owner(runner.as_ref());
-    let work_volume = super::step_work_volume(state, context, runner.as_ref());
+    let runner = session.runner_pod().await;
+    let owner = session.owner(runner.as_ref());
+    let work_volume = super::step_work_volume(state, session, runner.as_ref());
     let job_pod = state.map(|s| s.job_pod.as_str()).filter(|p| !p.is_empty());
     let workspace = workspace_dir(args, &work_dir)?;
 
@@ -110,10 +110,10 @@ pub async fn run_image(
         // A built image is pulled with the configured registry Secret.
         _ if registry_secret.is_some() => registry_secret.map(str::to_owned),
         Some(registry) if registry.username.as_deref().is_some_and(|u| !u.is_empty()) => {
-            let name = names::secret(&context.runner_pod, &names::random_suffix());
-            let secret = spec::pull_secret(&name, &context.runner_pod, owner.as_ref(), &[registry]);
-            context.create_secret(&secret).await?;
-            context.undo.push(Undo::DeleteSecret(name.clone()));
+            let name = names::secret(&session.runner_pod, &names::random_suffix());
+            let secret = spec::pull_secret(&name, &session.runner_pod, owner.as_ref(), &[registry]);
+            session.create_secret(&secret).await?;
+            session.undo.push(Undo::DeleteSecret(name.clone()));
             Some(name)
         }
         _ => None,
@@ -124,8 +124,8 @@ pub async fn run_image(
     // the step sees what earlier steps did.
     let mut job_pod_recorded = None;
     if let (true, Some(job_pod), Some((local_ws, rel))) = (copy_mode, job_pod, &workspace) {
-        let exec = context.exec_in(job_pod, JOB_CONTAINER);
-        let (report, recorded) = workspace::copy_out_recording(
+        let exec = session.exec_in(job_pod, JOB_CONTAINER);
+        let (report, recorded) = transfer::copy_out_recording(
             &exec,
             &format!("{WORK_MOUNT}/{rel}"),
             local_ws,
@@ -138,19 +138,19 @@ pub async fn run_image(
     }
 
     // The step's environment (tokens, secret inputs) goes into a Secret, not the pod spec.
-    let env_secret = names::secret(&context.runner_pod, &names::random_suffix());
-    context
+    let env_secret = names::secret(&session.runner_pod, &names::random_suffix());
+    session
         .create_secret(&spec::env_secret(
             &env_secret,
-            &context.runner_pod,
+            &session.runner_pod,
             owner.as_ref(),
             &args.environment_variables,
         ))
         .await?;
-    context.undo.push(Undo::DeleteSecret(env_secret.clone()));
+    session.undo.push(Undo::DeleteSecret(env_secret.clone()));
 
     let plan = spec::step_pod(&StepPodInput {
-        runner_pod: &context.runner_pod,
+        runner_pod: &session.runner_pod,
         suffix: &names::random_suffix(),
         owner: owner.as_ref(),
         work_dir: &work_dir,
@@ -165,13 +165,13 @@ pub async fn run_image(
     })
     .context("cannot build the step pod")?;
     let pod = plan.pod.metadata.name.clone().unwrap_or_default();
-    context.create_pod(&plan.pod).await?;
-    context.undo.push(Undo::DeletePod(pod.clone()));
+    session.create_pod(&plan.pod).await?;
+    session.undo.push(Undo::DeletePod(pod.clone()));
     let timeout = config.prepare_job_timeout;
 
     if let Some(work_mount) = plan.work_mount.as_deref() {
         wait::until(
-            context,
+            session,
             &pod,
             &Goal::InitRunning {
                 container: STAGE_CONTAINER.to_owned(),
@@ -180,9 +180,9 @@ pub async fn run_image(
         )
         .await
         .with_context(|| format!("the step pod `{pod}` did not start"))?;
-        let stage = context.exec_in(&pod, STAGE_CONTAINER);
+        let stage = session.exec_in(&pod, STAGE_CONTAINER);
         let temp = work_dir.join("_temp");
-        workspace::copy_in(
+        transfer::copy_in(
             &stage,
             &temp,
             &format!("{work_mount}/_temp"),
@@ -197,14 +197,14 @@ pub async fn run_image(
             if let Some(recorded) = job_pod_recorded.take() {
                 options = options.recorded(recorded);
             }
-            workspace::copy_in(&stage, local_ws, &format!("{work_mount}/{rel}"), &options)
+            transfer::copy_in(&stage, local_ws, &format!("{work_mount}/{rel}"), &options)
                 .await
                 .with_context(|| {
                     format!("failed to copy the workspace into the step pod `{pod}`")
                 })?;
         }
         // The `stage` init container ends when the marker exists; then the step starts.
-        context
+        session
             .create_file(
                 &pod,
                 STAGE_CONTAINER,
@@ -215,7 +215,7 @@ pub async fn run_image(
     }
 
     wait::until(
-        context,
+        session,
         &pod,
         &Goal::Started {
             container: JOB_CONTAINER.to_owned(),
@@ -225,11 +225,11 @@ pub async fn run_image(
     .await
     .with_context(|| format!("the step pod `{pod}` did not start"))?;
     debug!(pod = %pod, elapsed = ?started.elapsed(), "step container started");
-    let log = follow_log(context, &pod);
+    let log = follow_log(session, &pod);
     let terminated = Goal::Terminated {
         container: JOB_CONTAINER.to_owned(),
     };
-    let end = wait::until(context, &pod, &terminated, STEP_RUNS_UNTIL_CANCELLED);
+    let end = wait::until(session, &pod, &terminated, STEP_RUNS_UNTIL_CANCELLED);
     let (log, end) = logs::follow_until(log, end).await;
     match log {
         Some(Ok(())) => {}
@@ -250,9 +250,9 @@ pub async fn run_image(
     info!(pod = %pod, exit_code, reason = reason.as_deref().unwrap_or(""), elapsed = ?started.elapsed(), "container step ended");
 
     if let Some(work_mount) = plan.work_mount.as_deref() {
-        let files = context.exec_in(&pod, FILES_CONTAINER);
+        let files = session.exec_in(&pod, FILES_CONTAINER);
         let temp = work_dir.join("_temp");
-        workspace::copy_out(
+        transfer::copy_out(
             &files,
             &format!("{work_mount}/_temp/{FILE_COMMANDS}"),
             &temp.join(FILE_COMMANDS),
@@ -263,7 +263,7 @@ pub async fn run_image(
             format!("failed to copy `{FILE_COMMANDS}` back from the step pod `{pod}`")
         })?;
         if let Some((local_ws, rel)) = &workspace {
-            let (_, recorded) = workspace::copy_out_recording(
+            let (_, recorded) = transfer::copy_out_recording(
                 &files,
                 &format!("{work_mount}/{rel}"),
                 local_ws,
@@ -274,8 +274,8 @@ pub async fn run_image(
                 format!("failed to copy the workspace back from the step pod `{pod}`")
             })?;
             if let Some(job_pod) = job_pod {
-                let exec = context.exec_in(job_pod, JOB_CONTAINER);
-                workspace::copy_in(
+                let exec = session.exec_in(job_pod, JOB_CONTAINER);
+                transfer::copy_in(
                     &exec,
                     local_ws,
                     &format!("{WORK_MOUNT}/{rel}"),
@@ -323,8 +323,8 @@ fn workspace_dir(
 
 /// Copy the step container's log to our stdout as it arrives, unmodified, until the container
 /// ends (the API server closes a followed log then), resuming after a broken stream.
-async fn follow_log(context: &Context, pod: &str) -> anyhow::Result<()> {
+async fn follow_log(session: &Session, pod: &str) -> anyhow::Result<()> {
     let mut stdout = tokio::io::stdout();
-    logs::follow(context, pod, JOB_CONTAINER, &mut stdout, &mut |_| {}).await?;
+    logs::follow(session, pod, JOB_CONTAINER, &mut stdout, &mut |_| {}).await?;
     Ok(())
 }

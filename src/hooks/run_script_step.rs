@@ -32,12 +32,12 @@ use tracing::{debug, info, warn};
 use super::Outcome;
 use super::step::{self, FILE_COMMANDS, WORK_MOUNT};
 use crate::k8s::exec::PodExec;
-use crate::k8s::{Context, Undo, retry};
+use crate::k8s::{Session, Undo, retry};
 use crate::protocol::{DataPlane, ScriptStepArgs, State};
 use crate::shell;
-use crate::workspace::{self, CopyOptions, Stdin};
+use crate::transfer::{self, CopyOptions, Stdin};
 
-use crate::k8s::names::JOB_CONTAINER;
+use crate::spec::names::JOB_CONTAINER;
 
 /// Where step directories live in the job container.
 pub const STEP_DIRS: &str = "/__w/_temp/_runner_k8s_hook";
@@ -149,7 +149,7 @@ pub fn reattach_script() -> String {
 /// # Errors
 /// When the step could not be run or its end was not observed. A step that ran and exited
 /// non-zero is not an error: it is [`Outcome::StepExited`].
-pub async fn run(args: ScriptStepArgs, state: State, context: &Context) -> anyhow::Result<Outcome> {
+pub async fn run(args: ScriptStepArgs, state: State, session: &Session) -> anyhow::Result<Outcome> {
     let entry_point = args
         .entry_point
         .as_deref()
@@ -158,13 +158,13 @@ pub async fn run(args: ScriptStepArgs, state: State, context: &Context) -> anyho
     let entry_point_args = shell::rejoin(&args.entry_point_args)
         .context("failed to read the step's `entryPointArgs`")?;
     let pod = state.job_pod.as_str();
-    let exec = context.exec_in(pod, JOB_CONTAINER);
+    let exec = session.exec_in(pod, JOB_CONTAINER);
     // State written by the TypeScript hook has no data plane; copying is correct in both.
     let copy_mode = state.data_plane != Some(DataPlane::Volume);
-    let runner_temp = runner_temp(context)?;
+    let runner_temp = runner_temp(session)?;
 
     if copy_mode {
-        let report = workspace::copy_in(
+        let report = transfer::copy_in(
             &exec,
             &runner_temp,
             &format!("{WORK_MOUNT}/_temp"),
@@ -175,7 +175,7 @@ pub async fn run(args: ScriptStepArgs, state: State, context: &Context) -> anyho
         debug!(%report, "_temp copied in");
     }
 
-    let step_dir = format!("{STEP_DIRS}/step-{}", crate::k8s::names::random_suffix());
+    let step_dir = format!("{STEP_DIRS}/step-{}", crate::spec::names::random_suffix());
     let command = StepCommand::new(
         &args.environment_variables,
         args.working_directory.as_deref().unwrap_or(""),
@@ -189,23 +189,23 @@ pub async fn run(args: ScriptStepArgs, state: State, context: &Context) -> anyho
         container: JOB_CONTAINER.to_owned(),
         pid_file: format!("{step_dir}/pid"),
     };
-    context.undo.push(undo.clone());
+    session.undo.push(undo.clone());
     debug!(pod, entry_point, "running script step");
     let result = run_attached(&exec, command, &step_dir)
         .await
         .with_context(|| format!("failed to run the step in pod `{pod}`"));
     if result.is_ok() {
-        context.undo.forget(&undo);
+        session.undo.forget(&undo);
     } else {
         // The step may still run: stop it (best effort, the API may be away) so that it does
         // not run beside the job's next steps.
-        context.undo_all(crate::CANCEL_GRACE).await;
+        session.undo_all(crate::cancel::CANCEL_GRACE).await;
     }
 
     if copy_mode {
         // Bring file commands back even when the step failed: the runner still processes what
         // a failed step wrote (outputs, summary).
-        let copied = workspace::copy_out(
+        let copied = transfer::copy_out(
             &exec,
             &format!("{WORK_MOUNT}/_temp/{FILE_COMMANDS}"),
             &runner_temp.join(FILE_COMMANDS),
@@ -314,8 +314,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
 }
 
 /// The runner's `_temp` on the runner host (`RUNNER_TEMP`).
-fn runner_temp(context: &Context) -> anyhow::Result<PathBuf> {
-    context.config.runner_temp.clone().context(
+fn runner_temp(session: &Session) -> anyhow::Result<PathBuf> {
+    session.config.runner_temp.clone().context(
         "environment variable `RUNNER_TEMP` is not set: the hook must be started by the runner",
     )
 }

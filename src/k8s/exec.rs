@@ -27,7 +27,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
-use crate::workspace::remote::{Remote, Stdin};
+use crate::transfer::remote::{Remote, Stdin};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{Context, retry};
+use super::{Session, retry};
 
 /// Why a log could not be followed to its end.
 #[derive(Debug, thiserror::Error)]
@@ -137,13 +137,13 @@ fn split_timestamp(line: &[u8]) -> Option<(Timestamp, &[u8])> {
 /// # Errors
 /// [`LogError`] when the log cannot be read or written.
 pub async fn follow(
-    context: &Context,
+    session: &Session,
     pod: &str,
     container: &str,
     out: &mut (dyn AsyncWrite + Unpin + Send),
     on_line: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(), LogError> {
-    let pods = context.pods();
+    let pods = session.pods();
     let mut position = Position::default();
     let mut broken_since: Option<Instant> = None;
     let mut backoff = retry::Backoff::default();
@@ -173,7 +173,7 @@ pub async fn follow(
                 // A followed log ends when the container ended, or when the API server's proxy
                 // to the kubelet lost its connection (it ends the response cleanly then): ask
                 // the pod which.
-                Ok(0) if container_ended(context, pod, container).await => return Ok(()),
+                Ok(0) if container_ended(session, pod, container).await => return Ok(()),
                 Ok(0) => {
                     break std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -219,8 +219,8 @@ pub async fn follow(
 /// Whether `container` of `pod` has ended, or the pod is gone (then nothing more will come
 /// either). An API that cannot answer counts as "ended": the wait for the container, not the
 /// log, decides how the step ended.
-async fn container_ended(context: &Context, pod: &str, container: &str) -> bool {
-    let pods = context.pods();
+async fn container_ended(session: &Session, pod: &str, container: &str) -> bool {
+    let pods = session.pods();
     match retry::call("read the pod", || pods.get_opt(pod)).await {
         Ok(Some(pod)) => pod
             .status

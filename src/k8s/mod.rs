@@ -1,18 +1,15 @@
 //! Everything that talks to the Kubernetes API. No other module calls `kube::Api`.
 //!
-//! [`Context`] is built once per invocation and borrowed by every hook: the client, the
+//! [`Session`] is built once per invocation and borrowed by every hook: the client, the
 //! namespace, the configuration and the runner pod's name. Pure spec builders live beside it and
 //! are tested without a cluster.
 
 pub mod build;
 pub mod exec;
 pub mod logs;
-pub mod names;
 pub mod objects;
 pub mod rbac;
 pub mod retry;
-pub mod spec;
-pub mod template;
 pub mod wait;
 
 use std::sync::{Arc, Mutex};
@@ -22,10 +19,6 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use exec::{Heartbeat, PodExec};
-
-/// Label put on every object we create, with the runner pod's name as value. The TypeScript hook
-/// uses the same key, so `cleanup_job` of either hook finds the other's leftovers.
-pub const RUNNER_POD_LABEL: &str = "runner-pod";
 
 /// Failures of the Kubernetes layer, each named after the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +93,7 @@ impl UndoLog {
 
 /// What every hook command works with.
 #[derive(Clone)]
-pub struct Context {
+pub struct Session {
     /// The API client.
     pub client: kube::Client,
     /// Namespace of everything we create.
@@ -115,7 +108,7 @@ pub struct Context {
     pub watch: wait::WatchPermission,
 }
 
-impl Context {
+impl Session {
     /// Find the cluster (kubeconfig, then in-cluster service account, as `kubectl` does) and
     /// build the client.
     ///
@@ -126,7 +119,7 @@ impl Context {
         config: &Config,
         runner_pod: &str,
         undo: UndoLog,
-    ) -> Result<Context, K8sError> {
+    ) -> Result<Session, K8sError> {
         let mut kube_config = kube::Config::infer()
             .await
             .map_err(K8sError::NoClusterConfig)?;
@@ -138,7 +131,7 @@ impl Context {
             .clone()
             .unwrap_or_else(|| kube_config.default_namespace.clone());
         let client = kube::Client::try_from(kube_config).map_err(K8sError::CreateClient)?;
-        Ok(Context {
+        Ok(Session {
             client,
             namespace,
             config: config.clone(),

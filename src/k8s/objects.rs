@@ -8,7 +8,8 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
-use super::{Context, RUNNER_POD_LABEL, retry};
+use super::{Session, retry};
+use crate::spec::RUNNER_POD_LABEL;
 
 /// Failures of object operations, named after the operation.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +105,7 @@ pub fn inherited_tolerations(tolerations: &[Toleration]) -> Vec<Toleration> {
         .collect()
 }
 
-impl Context {
+impl Session {
     /// Pods API in our namespace.
     pub fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
@@ -164,8 +165,8 @@ impl Context {
     }
 
     /// The runner pod as owner of what we create (for ownerReferences), when it could be read.
-    pub fn owner(&self, runner: Option<&RunnerPod>) -> Option<super::spec::Owner> {
-        runner.map(|r| super::spec::Owner {
+    pub fn owner(&self, runner: Option<&RunnerPod>) -> Option<crate::spec::Owner> {
+        runner.map(|r| crate::spec::Owner {
             name: self.runner_pod.clone(),
             uid: r.uid.clone(),
         })
@@ -178,11 +179,11 @@ impl Context {
     /// The template file is unreadable or not a pod template.
     pub fn hook_template(
         &self,
-    ) -> Result<Option<super::template::Template>, super::template::TemplateError> {
+    ) -> Result<Option<crate::spec::template::Template>, crate::spec::template::TemplateError> {
         self.config
             .hook_template
             .as_deref()
-            .map(super::template::Template::load)
+            .map(crate::spec::template::Template::load)
             .transpose()
     }
 

@@ -10,7 +10,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::Api;
 use kube::api::PostParams;
 
-use super::Context;
+use super::Session;
 
 /// One permission: a verb on a resource (with subresource) in our namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +100,9 @@ pub enum RbacError {
     },
 }
 
-impl Context {
+impl Session {
     /// Check every permission in [`REQUIRED`], and whether pods may be watched (remembered in
-    /// [`Context::watch`]), with concurrent reviews.
+    /// [`Session::watch`]), with concurrent reviews.
     ///
     /// # Errors
     /// [`RbacError::Missing`] listing every denied verb; [`RbacError::Review`] when the API

@@ -28,7 +28,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::Context;
+use super::Session;
 use super::retry;
 
 /// What we wait for.
@@ -500,13 +500,13 @@ impl WatchPermission {
 /// refuses or stays away.
 #[tracing::instrument(skip_all, fields(pod = %name))]
 pub async fn until(
-    context: &Context,
+    session: &Session,
     name: &str,
     goal: &Goal,
     timeout: Duration,
 ) -> Result<(Pod, Reached), WaitError> {
-    let mut rules = Rules::new(name, context.config.image_pull_timeout);
-    let mut feed = Feed::new(context, name);
+    let mut rules = Rules::new(name, session.config.image_pull_timeout);
+    let mut feed = Feed::new(session, name);
     match tokio::time::timeout(timeout, follow(&mut feed, &mut rules, goal)).await {
         Ok(result) => result,
         Err(_) => Err(WaitError::Timeout {
@@ -626,7 +626,7 @@ impl Rules {
 
 /// Where pod updates come from: a watch, or polls of the one pod.
 struct Feed<'a> {
-    context: &'a Context,
+    session: &'a Session,
     name: &'a str,
     watch: Option<futures::stream::BoxStream<'static, watcher::Result<Event<Pod>>>>,
     /// When polling started (the poll interval grows with it).
@@ -641,9 +641,9 @@ struct Feed<'a> {
 }
 
 impl<'a> Feed<'a> {
-    fn new(context: &'a Context, name: &'a str) -> Feed<'a> {
+    fn new(session: &'a Session, name: &'a str) -> Feed<'a> {
         let mut feed = Feed {
-            context,
+            session,
             name,
             watch: None,
             polling_since: Instant::now(),
@@ -652,7 +652,7 @@ impl<'a> Feed<'a> {
             backoff: retry::Backoff::default(),
             listed: false,
         };
-        if !context.watch.denied() {
+        if !session.watch.denied() {
             feed.watch = Some(feed.new_watch());
         }
         feed
@@ -660,7 +660,7 @@ impl<'a> Feed<'a> {
 
     fn new_watch(&self) -> futures::stream::BoxStream<'static, watcher::Result<Event<Pod>>> {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
-        watcher::watcher(self.context.pods(), config).boxed()
+        watcher::watcher(self.session.pods(), config).boxed()
     }
 
     /// The pod's next state; `None` when it is gone.
@@ -692,7 +692,7 @@ impl<'a> Feed<'a> {
                     info!(
                         "the service account may not watch pods (ARC's Role does not grant it): waiting by polling the pod"
                     );
-                    self.context.watch.learn(false);
+                    self.session.watch.learn(false);
                     self.watch = None;
                     self.polling_since = Instant::now();
                 }
@@ -723,7 +723,7 @@ impl<'a> Feed<'a> {
             } else {
                 tokio::time::sleep(poll_interval(self.polling_since.elapsed())).await;
             }
-            let pods = self.context.pods();
+            let pods = self.session.pods();
             let answer = match tokio::time::timeout(POLL_TIMEOUT, pods.get_opt(self.name)).await {
                 Ok(answer) => answer,
                 // A connection that died without a word: ask again on a new one.

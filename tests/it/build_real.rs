@@ -12,10 +12,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use runner_k8s_hook::build::local::{LocalExecutor, Scratch, User, running_as_root};
-use runner_k8s_hook::build::options::{self, Stage};
-use runner_k8s_hook::build::reference::{self, Digest, ImageRef, RegistryHost};
-use runner_k8s_hook::build::{
+use runner_k8s_hook::image::local::{LocalExecutor, Scratch, User, running_as_root};
+use runner_k8s_hook::image::options::{self, Stage};
+use runner_k8s_hook::image::reference::{self, Digest, ImageRef, RegistryHost};
+use runner_k8s_hook::image::{
     BuildError, BuildOutcome, BuildSpec, Executor as _, Storage, StorageDriver,
 };
 
@@ -190,7 +190,7 @@ impl Lab {
                 .args(args)
                 .env_clear()
                 .env("HOME", &self.user.home)
-                .env("PATH", runner_k8s_hook::build::local::USER_PATH)
+                .env("PATH", runner_k8s_hook::image::local::USER_PATH)
                 .env("BUILDAH_ISOLATION", "chroot");
             run(&mut command)
         };
@@ -411,7 +411,7 @@ fn overlay_on_overlayfs_fails_with(user: &User) -> Option<&'static str> {
         Command::new("runuser")
             .args(["-u", &user.name, "--", "sh", "-c", command])
             .env_clear()
-            .env("PATH", runner_k8s_hook::build::local::USER_PATH)
+            .env("PATH", runner_k8s_hook::image::local::USER_PATH)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()

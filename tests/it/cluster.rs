@@ -76,7 +76,10 @@ impl Drop for RunnerPodGuard {
 }
 
 async fn start_runner(cluster: &Cluster) -> (Runner, RunnerPodGuard) {
-    let name = format!("rk8s-test-{}", runner_k8s_hook::k8s::names::random_suffix());
+    let name = format!(
+        "rk8s-test-{}",
+        runner_k8s_hook::spec::names::random_suffix()
+    );
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     pods.create(
         &PostParams::default(),
@@ -616,7 +619,7 @@ async fn pick_node(cluster: &Cluster) -> NodeGuard {
         name,
         taint_key: format!(
             "runner-k8s-hook.test/{}",
-            runner_k8s_hook::k8s::names::random_suffix()
+            runner_k8s_hook::spec::names::random_suffix()
         ),
     }
 }
@@ -629,7 +632,10 @@ async fn start_runner_on(
     tolerations: Value,
     claim: bool,
 ) -> (Runner, RunnerPodGuard) {
-    let name = format!("rk8s-test-{}", runner_k8s_hook::k8s::names::random_suffix());
+    let name = format!(
+        "rk8s-test-{}",
+        runner_k8s_hook::spec::names::random_suffix()
+    );
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let volume = if claim {
         json!({"name": "work", "persistentVolumeClaim": {"claimName": format!("{name}-work")}})
@@ -825,7 +831,7 @@ impl ChartRoleAccount {
         use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
         let name = format!(
             "rk8s-test-{}-gha-rs-kube-mode",
-            runner_k8s_hook::k8s::names::random_suffix()
+            runner_k8s_hook::spec::names::random_suffix()
         );
         let ns = &cluster.namespace;
         let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), ns);

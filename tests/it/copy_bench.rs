@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use runner_k8s_hook::k8s::exec::{Heartbeat, PodExec};
-use runner_k8s_hook::workspace::{self, CopyOptions};
+use runner_k8s_hook::transfer::{self, CopyOptions};
 use serde_json::json;
 
 use crate::support::fake_api::FakeCluster;
@@ -102,12 +102,12 @@ async fn copy_mode_throughput() {
     let bytes = write_tree(source.path());
 
     let started = Instant::now();
-    let report_in = workspace::copy_in(&exec, source.path(), "/__w/ws", &CopyOptions::default())
+    let report_in = transfer::copy_in(&exec, source.path(), "/__w/ws", &CopyOptions::default())
         .await
         .unwrap();
     let copy_in = started.elapsed();
     let started = Instant::now();
-    let report_out = workspace::copy_out(&exec, "/__w/ws", back.path(), &CopyOptions::default())
+    let report_out = transfer::copy_out(&exec, "/__w/ws", back.path(), &CopyOptions::default())
         .await
         .unwrap();
     let copy_out = started.elapsed();

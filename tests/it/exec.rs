@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
 use runner_k8s_hook::k8s::exec::{Heartbeat, PodExec};
-use runner_k8s_hook::workspace::Stdin;
+use runner_k8s_hook::transfer::Stdin;
 use serde_json::json;
 
 use crate::support::fake_api::FakeCluster;

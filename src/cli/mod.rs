@@ -1,0 +1,8 @@
+//! The command line: the hook entry ([`hook`]) and the `build` subcommand ([`build`]).
+//!
+//! Owns what a process is asked to do and how a run turns into output; the work itself is done
+//! by the layers below ([`crate::hooks`], [`crate::k8s`], [`crate::image`]). Nothing in the
+//! library imports this module; `main.rs` calls it.
+
+pub mod build;
+pub mod hook;

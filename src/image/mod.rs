@@ -1,0 +1,522 @@
+//! Building Dockerfile container actions: the build context, the build pod, and the engine that
+//! builds an image with Buildah and pushes it to the configured registry.
+//!
+//! One engine, several doors (docs/user/dockerfile-actions.md): the hook's `run_container_step` for `runs.image:
+//! Dockerfile` actions (through a build pod), the `runner-k8s-hook build` subcommand and the
+//! JavaScript action (`action.yml`, through the host's `buildah`). Every door describes the build
+//! as a [`BuildSpec`], turns it into one shell script with [`script::argv`], and hands both to an
+//! [`Executor`], which runs the script somewhere and reports a [`BuildOutcome`] or a typed
+//! [`BuildError`].
+//!
+//! - [`reference`]: image names, random tags, digests (pure).
+//! - [`options`]: the allow-list of extra Buildah options (pure).
+//! - [`script`]: the build script both executors run (pure).
+//! - [`local`]: the executor that runs the script on this machine, optionally as another
+//!   (unprivileged) user.
+//! - [`cli`]: the `build` subcommand.
+//! - [`context`]: the build context (`.dockerignore`, symlinks, size limit, tar).
+//! - [`pod`]: the build pod spec (pure).
+//!
+//! # What a pod executor must provide
+//! The script is the contract, so a pod executor only has to set the stage and read the result:
+//! 1. put the context at [`BuildSpec::context_dir`] (a read-only subPath of the work volume, or
+//!    a tar stream into an emptyDir, followed by creating [`BuildSpec::wait_for`]);
+//! 2. make [`BuildSpec::work_dir`], [`Storage::root`] and [`Storage::runroot`] writable by the
+//!    build user (emptyDirs), mount the registry Secret's `.dockerconfigjson` read-only at
+//!    [`BuildSpec::auth_source`] and the CA's `ca.crt`, alone, in [`BuildSpec::cert_dir`];
+//! 3. run [`script::argv`] as the container's command with [`BuildSpec::result_path`] as its
+//!    `terminationMessagePath`;
+//! 4. copy the log to the step log while keeping the last lines ([`LastLines`]), bounded by the
+//!    build timeout ([`BuildError::Timeout`]);
+//! 5. when the container terminates: exit code 0 → [`parse_result`] of the termination message;
+//!    anything else → [`failure`] with the exit code and the last lines.
+
+pub mod context;
+pub mod local;
+pub mod options;
+pub mod reference;
+pub mod script;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::io::AsyncWrite;
+
+use reference::Digest;
+
+/// Exit codes of the build script, so an executor can tell what failed without reading the log.
+/// They avoid 1 and 2 (any shell error), and 125 and above (shells and runtimes use those for
+/// "cannot run" and signals).
+pub mod exit {
+    /// The context directory or the Dockerfile is missing (or unreadable by the build user).
+    pub const DOCKERFILE_MISSING: i32 = 10;
+    /// `buildah build` failed: a `RUN` step, a `COPY` of a missing file, a base image pull.
+    pub const BUILD_FAILED: i32 = 11;
+    /// `buildah push` failed: the registry refused it or could not be reached.
+    pub const PUSH_FAILED: i32 = 12;
+    /// The script could not prepare the auth file, storage or result (before or after Buildah).
+    pub const SETUP_FAILED: i32 = 13;
+}
+
+/// Prefix of every line the build script itself writes to the log, e.g.
+/// `[runner-k8s-hook] storage driver: overlay`. Buildah's own lines (`STEP 1/4: FROM ...`) are
+/// unchanged. Never `::`, which the runner would read as a workflow command.
+pub const LOG_PREFIX: &str = "[runner-k8s-hook]";
+
+/// How many log lines a failure carries.
+pub const LAST_LINES: usize = 20;
+
+/// Everything the build script needs. Paths are absolute, as the script sees them (inside the
+/// build pod, or on this machine for the local executor), and must be valid UTF-8 because they
+/// are written into a shell script (quoted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// The build context directory.
+    pub context_dir: String,
+    /// The Dockerfile, relative to [`BuildSpec::context_dir`] (`Dockerfile`,
+    /// `docker/Dockerfile.alpine`).
+    pub dockerfile: String,
+    /// The reference to build and push: `<push-host>/<name>:<tag>`, without a digest.
+    pub image: String,
+    /// Push after building. Without it the script stops after the build and the result is the
+    /// image reference alone (the CLI's `--no-push`).
+    pub push: bool,
+    /// `--build-arg` pairs (the CLI's; the hook passes none, like the runner).
+    pub build_args: Vec<(String, String)>,
+    /// Where Buildah keeps images and which driver it uses.
+    pub storage: Storage,
+    /// Extra `buildah build` options, already allow-listed ([`options::parse`]).
+    pub build_options: Vec<String>,
+    /// Extra `buildah push` options, already allow-listed.
+    pub push_options: Vec<String>,
+    /// A registry auth file (docker `config.json` format, e.g. a mounted
+    /// `kubernetes.io/dockerconfigjson` Secret) to read; it may be read-only. The script copies
+    /// it to `<work_dir>/auth.json`, because Buildah needs an auth file that exists in a
+    /// writable directory. `None`: an empty auth file (`{"auths":{}}`).
+    pub auth_source: Option<String>,
+    /// A directory holding only the registry CA as `ca.crt` (Buildah's `--cert-dir`), used for
+    /// the base image pull and the push.
+    pub cert_dir: Option<String>,
+    /// A writable directory for the script's own files: `auth.json`, `storage.conf`, `digest`.
+    pub work_dir: String,
+    /// Where the script writes the result: `<image>@sha256:<digest>` (pushed) or `<image>` (not
+    /// pushed). In a pod, the container's `terminationMessagePath`.
+    pub result_path: String,
+    /// Wait until this file exists before starting (copy mode: the executor streams the
+    /// context in first, then creates it).
+    pub wait_for: Option<String>,
+}
+
+/// Buildah's storage driver (`ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_STORAGE_DRIVER`, [`crate::config::STORAGE_DRIVER`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageDriver {
+    /// Native overlay, falling back to vfs (with a log line) where the build script's probe
+    /// finds overlay unusable.
+    Overlay,
+    /// vfs only: slower and more disk, but works on any filesystem.
+    Vfs,
+}
+
+/// Buildah's image store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// `--root`: the image store; an emptyDir in a pod (overlay does not work on the container's
+    /// own overlayfs).
+    pub root: String,
+    /// `--runroot`: Buildah's run-time state.
+    pub runroot: String,
+    /// Which driver; [`StorageDriver::Overlay`] falls back to vfs inside the script.
+    pub driver: StorageDriver,
+}
+
+/// What a successful build produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOutcome {
+    /// The image as built, `<push-host>/<name>:<tag>`.
+    pub image: String,
+    /// The pushed manifest's digest; `None` when the build was not pushed.
+    pub digest: Option<Digest>,
+}
+
+impl BuildOutcome {
+    /// `<image>@<digest>`, or the image alone when not pushed: what the CLI prints.
+    pub fn reference(&self) -> String {
+        match &self.digest {
+            Some(digest) => format!("{}@{digest}", self.image),
+            None => self.image.clone(),
+        }
+    }
+}
+
+/// Why a build did not produce an image. Messages name the image and carry the last lines of
+/// the build log, so the step's error says what happened without opening the log.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile is not in the context (exit [`exit::DOCKERFILE_MISSING`]).
+    #[error("the Dockerfile `{dockerfile}` was not found in the build context `{context}`")]
+    DockerfileMissing {
+        /// Relative to the context.
+        dockerfile: String,
+        /// The context directory.
+        context: String,
+    },
+    /// A build step failed (exit [`exit::BUILD_FAILED`]).
+    #[error("building `{image}` failed; last lines of the build log:\n{}", Lines(.last_lines))]
+    BuildFailed {
+        /// The image being built.
+        image: String,
+        /// The end of the log.
+        last_lines: Vec<String>,
+    },
+    /// The registry refused the push: authentication or permission (exit
+    /// [`exit::PUSH_FAILED`] with an auth error in the log).
+    #[error("the registry refused the push of `{image}` (authentication or permission); last lines of the build log:\n{}", Lines(.last_lines))]
+    PushRefused {
+        /// The image being pushed.
+        image: String,
+        /// The end of the log.
+        last_lines: Vec<String>,
+    },
+    /// The push failed for another reason: registry unreachable, TLS, disk full.
+    #[error("pushing `{image}` failed; last lines of the build log:\n{}", Lines(.last_lines))]
+    PushFailed {
+        /// The image being pushed.
+        image: String,
+        /// The end of the log.
+        last_lines: Vec<String>,
+    },
+    /// The script could not prepare its files (exit [`exit::SETUP_FAILED`]).
+    #[error("the build could not be prepared; last lines of the build log:\n{}", Lines(.last_lines))]
+    Setup {
+        /// The end of the log.
+        last_lines: Vec<String>,
+    },
+    /// The script ended with an exit code it does not use, or by a signal (`None`).
+    #[error("the build script ended unexpectedly ({}); last lines of the build log:\n{}", ExitText(*.code), Lines(.last_lines))]
+    Exited {
+        /// The exit code, `None` for a signal.
+        code: Option<i32>,
+        /// The end of the log.
+        last_lines: Vec<String>,
+    },
+    /// The build did not finish in time; it was stopped.
+    #[error("building `{image}` did not finish within {} s and was stopped", .after.as_secs())]
+    Timeout {
+        /// The image being built.
+        image: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The script succeeded but its result is missing or malformed.
+    #[error("the build finished but its result `{path}` is not usable: {detail}")]
+    Result {
+        /// Where the result was read.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A program could not be started (local executor).
+    #[error("could not start `{program}`")]
+    Start {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A local file operation failed (local executor).
+    #[error("could not {action}")]
+    Io {
+        /// What was being done, e.g. "create the build's work directory `/tmp/x`".
+        action: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Lines<'a>(&'a [String]);
+
+impl fmt::Display for Lines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("  (the log is empty)");
+        }
+        for (i, line) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+struct ExitText(Option<i32>);
+
+impl fmt::Display for ExitText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(code) => write!(f, "exit code {code}"),
+            None => f.write_str("killed by a signal"),
+        }
+    }
+}
+
+impl BuildError {
+    /// The last lines of the build log this error carries (empty for errors without a log).
+    pub fn last_lines(&self) -> &[String] {
+        match self {
+            BuildError::BuildFailed { last_lines, .. }
+            | BuildError::PushRefused { last_lines, .. }
+            | BuildError::PushFailed { last_lines, .. }
+            | BuildError::Setup { last_lines }
+            | BuildError::Exited { last_lines, .. } => last_lines,
+            _ => &[],
+        }
+    }
+
+    /// Whether the log shows a registry refusing credentials (for a failed base image pull as
+    /// well as a refused push).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, BuildError::PushRefused { .. }) || mentions_auth_failure(self.last_lines())
+    }
+}
+
+/// Runs a [`BuildSpec`]'s script somewhere and reports its outcome. Both executors run exactly
+/// [`script::argv`]; see the module docs for what a pod executor must provide.
+pub trait Executor {
+    /// Run the build, copying its log (Buildah's `STEP n/m` lines, the script's
+    /// [`LOG_PREFIX`] lines, merged in order) to `log` as it comes.
+    ///
+    /// # Errors
+    /// A [`BuildError`] saying what failed, with the last lines of the log.
+    fn run<'a>(
+        &'a self,
+        spec: &'a BuildSpec,
+        log: &'a mut (dyn AsyncWrite + Send + Unpin),
+    ) -> BoxFuture<'a, Result<BuildOutcome, BuildError>>;
+}
+
+/// The end of a log, kept while it streams: at most [`LAST_LINES`] lines. The script's own
+/// error lines are left out, since the error says the same.
+#[derive(Debug, Clone, Default)]
+pub struct LastLines {
+    lines: VecDeque<String>,
+}
+
+impl LastLines {
+    /// Record one line of the log (without its newline).
+    pub fn push(&mut self, line: &str) {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() || line.starts_with(&format!("{LOG_PREFIX} error:")) {
+            return;
+        }
+        if self.lines.len() == LAST_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line.to_owned());
+    }
+
+    /// The recorded lines, oldest first.
+    pub fn into_vec(self) -> Vec<String> {
+        self.lines.into()
+    }
+}
+
+/// The error for a build script that ended with `code` (`None`: killed by a signal).
+pub fn failure(spec: &BuildSpec, code: Option<i32>, last_lines: Vec<String>) -> BuildError {
+    let image = spec.image.clone();
+    match code {
+        Some(exit::DOCKERFILE_MISSING) => BuildError::DockerfileMissing {
+            dockerfile: spec.dockerfile.clone(),
+            context: spec.context_dir.clone(),
+        },
+        Some(exit::BUILD_FAILED) => BuildError::BuildFailed { image, last_lines },
+        Some(exit::PUSH_FAILED) if mentions_auth_failure(&last_lines) => {
+            BuildError::PushRefused { image, last_lines }
+        }
+        Some(exit::PUSH_FAILED) => BuildError::PushFailed { image, last_lines },
+        Some(exit::SETUP_FAILED) => BuildError::Setup { last_lines },
+        code => BuildError::Exited { code, last_lines },
+    }
+}
+
+/// Parse the script's result (the termination message): `<image>@sha256:<hex>` after a push,
+/// `<image>` without one. The image must be the one the spec asked for.
+///
+/// # Errors
+/// [`BuildError::Result`] when the text is not that.
+pub fn parse_result(spec: &BuildSpec, text: &str) -> Result<BuildOutcome, BuildError> {
+    let err = |detail: String| BuildError::Result {
+        path: spec.result_path.clone(),
+        detail,
+    };
+    let text = text.trim();
+    let (image, digest) = match text.rsplit_once('@') {
+        Some((image, digest)) => (
+            image,
+            Some(Digest::parse(digest).map_err(|e| err(e.to_string()))?),
+        ),
+        None => (text, None),
+    };
+    if image != spec.image {
+        return Err(err(format!(
+            "expected `{}` with a digest, found `{text}`",
+            spec.image
+        )));
+    }
+    if spec.push && digest.is_none() {
+        return Err(err(format!("no digest after `{image}`")));
+    }
+    Ok(BuildOutcome {
+        image: image.to_owned(),
+        digest,
+    })
+}
+
+/// Registry answers that mean "who are you" or "not you" (distribution's `UNAUTHORIZED`,
+/// `DENIED`, and containers/image's wording of HTTP 401 and 403).
+fn mentions_auth_failure(lines: &[String]) -> bool {
+    const MARKERS: &[&str] = &[
+        "unauthorized",
+        "authentication required",
+        "requested access to the resource is denied",
+        "denied:",
+        "status code 401",
+        "status code 403",
+        "invalid username/password",
+        "insufficient_scope",
+    ];
+    lines.iter().any(|line| {
+        let line = line.to_ascii_lowercase();
+        MARKERS.iter().any(|m| line.contains(m))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> BuildSpec {
+        BuildSpec {
+            context_dir: "/ctx".into(),
+            dockerfile: "Dockerfile".into(),
+            image: "registry.example:5000/o/r:abc".into(),
+            push: true,
+            build_args: vec![],
+            storage: Storage {
+                root: "/s/root".into(),
+                runroot: "/s/run".into(),
+                driver: StorageDriver::Overlay,
+            },
+            build_options: vec![],
+            push_options: vec![],
+            auth_source: None,
+            cert_dir: None,
+            work_dir: "/work".into(),
+            result_path: "/dev/termination-log".into(),
+            wait_for: None,
+        }
+    }
+
+    #[test]
+    fn results_parse_and_must_match_the_image() {
+        let hex = "ab".repeat(32);
+        let out = parse_result(
+            &spec(),
+            &format!("registry.example:5000/o/r:abc@sha256:{hex}\n"),
+        )
+        .unwrap();
+        assert_eq!(out.image, "registry.example:5000/o/r:abc");
+        assert_eq!(
+            out.digest.as_ref().unwrap().as_str(),
+            format!("sha256:{hex}")
+        );
+        assert_eq!(
+            out.reference(),
+            format!("registry.example:5000/o/r:abc@sha256:{hex}")
+        );
+        assert!(parse_result(&spec(), "registry.example:5000/o/r:abc").is_err());
+        assert!(parse_result(&spec(), &format!("other:5000/x:y@sha256:{hex}")).is_err());
+        assert!(parse_result(&spec(), "registry.example:5000/o/r:abc@sha256:short").is_err());
+        let err = parse_result(&spec(), "").unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "the build finished but its result `/dev/termination-log` is not usable"
+            ),
+            "{err}"
+        );
+        let mut no_push = spec();
+        no_push.push = false;
+        let out = parse_result(&no_push, "registry.example:5000/o/r:abc").unwrap();
+        assert_eq!(out.digest, None);
+        assert_eq!(out.reference(), "registry.example:5000/o/r:abc");
+    }
+
+    #[test]
+    fn exit_codes_map_to_errors() {
+        let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(matches!(
+            failure(&spec(), Some(10), vec![]),
+            BuildError::DockerfileMissing { .. }
+        ));
+        let err = failure(
+            &spec(),
+            Some(11),
+            lines(&[
+                "STEP 3/4: RUN false",
+                "error building at STEP \"RUN false\": exit status 1",
+            ]),
+        );
+        assert_eq!(
+            err.to_string(),
+            "building `registry.example:5000/o/r:abc` failed; last lines of the build log:\n  STEP 3/4: RUN false\n  error building at STEP \"RUN false\": exit status 1"
+        );
+        let refused = failure(
+            &spec(),
+            Some(12),
+            lines(&[
+                "Error: pushing image ... initializing source ...: reading manifest: unauthorized: authentication required",
+            ]),
+        );
+        assert!(matches!(refused, BuildError::PushRefused { .. }));
+        assert!(refused.is_auth_failure());
+        let other = failure(
+            &spec(),
+            Some(12),
+            lines(&["dial tcp 10.0.0.1:5000: connect: connection refused"]),
+        );
+        assert!(matches!(other, BuildError::PushFailed { .. }));
+        assert!(!other.is_auth_failure());
+        assert!(matches!(
+            failure(&spec(), Some(13), vec![]),
+            BuildError::Setup { .. }
+        ));
+        let killed = failure(&spec(), None, vec![]);
+        assert_eq!(
+            killed.to_string(),
+            "the build script ended unexpectedly (killed by a signal); last lines of the build log:\n  (the log is empty)"
+        );
+        assert!(matches!(
+            failure(&spec(), Some(1), vec![]),
+            BuildError::Exited { code: Some(1), .. }
+        ));
+    }
+
+    #[test]
+    fn last_lines_keep_the_end_without_the_scripts_error_lines() {
+        let mut last = LastLines::default();
+        for i in 0..30 {
+            last.push(&format!("line {i}\n"));
+        }
+        last.push("");
+        last.push("[runner-k8s-hook] error: build failed (exit 1)");
+        let lines = last.into_vec();
+        assert_eq!(lines.len(), LAST_LINES);
+        assert_eq!(lines[0], "line 10");
+        assert_eq!(lines[LAST_LINES - 1], "line 29");
+    }
+}
