@@ -14,11 +14,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::image::StorageDriver;
-use crate::image::options::{self, OptionError, Stage};
-use crate::image::reference::RegistryHost;
-use crate::spec::build_pod::{BuilderProfile, BuilderResources, RegistryCa};
-use crate::spec::names::{is_dns1123_label, is_dns1123_subdomain};
+use crate::image::options::OptionError;
+use crate::spec::names::is_dns1123_label;
+
+mod build;
+
+pub use build::*;
 
 /// Name of the runner pod. **Required** for the hook commands. Every object we create is named
 /// after it and labelled `runner-pod=<name>`. ARC sets it from the downward API
@@ -70,68 +71,6 @@ pub const HEARTBEAT_DEADLINE_MS: &str = "ACTIONS_RUNNER_HEARTBEAT_DEADLINE_MS";
 /// Data plane: `auto` (default: volume mode when the work claim exists, copy mode otherwise),
 /// `volume` (mount the runner's work volume) or `copy` (emptyDirs, files copied over exec).
 pub const DATA_PLANE: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE";
-
-/// Registry that built Dockerfile actions are pushed to and pulled from: a host with an optional
-/// repository path prefix, e.g. `ghcr.io/owner` or `registry.ns.svc:5000/actions`. **Required**
-/// for Dockerfile actions unless [`REGISTRY_HOST_PUSH`] is set. Default: none.
-pub const REGISTRY_HOST: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST";
-
-/// Registry host (and path) the build pod pushes to, when it differs from the one nodes pull
-/// from (pods resolve `registry.ns.svc:5000`, the kubelet pulls `localhost:30500`). Preferred
-/// over [`REGISTRY_HOST`] for pushing. Default: [`REGISTRY_HOST`].
-pub const REGISTRY_HOST_PUSH: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST_PUSH";
-
-/// Registry host (and path) the step pod's image is pulled from. Preferred over
-/// [`REGISTRY_HOST`] for pulling. Default: [`REGISTRY_HOST`], else [`REGISTRY_HOST_PUSH`].
-pub const REGISTRY_HOST_PULL: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST_PULL";
-
-/// Name of a `kubernetes.io/dockerconfigjson` Secret in the job's namespace with the registry's
-/// credentials: mounted as the build pod's auth file and used as the step pod's image pull
-/// secret. Default: none (a registry without authentication).
-pub const REGISTRY_SECRET_NAME: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_SECRET_NAME";
-
-/// CA certificate of a registry with a private CA: `secret/<name>` or `configmap/<name>`, whose
-/// key `ca.crt` is mounted as Buildah's `--cert-dir`. Default: none (system CAs).
-pub const REGISTRY_CA: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_CA";
-
-/// Image of the build pod. Default [`DEFAULT_BUILDER_IMAGE`]. It must have the rootless setup
-/// described in docs/user/dockerfile-actions.md; pin it by digest (`image@sha256:...`) for
-/// reproducible builders.
-pub const BUILDER_IMAGE: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILDER_IMAGE";
-
-/// How the build pod runs Buildah: `rootless` (default: uid 1000 with subordinate ids),
-/// `root` (uid 0 in the container, no `privileged`), or `userns` (`hostUsers: false`).
-pub const BUILDER_PROFILE: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILDER_PROFILE";
-
-/// A `Localhost` seccomp profile for the build container, relative to the kubelet's seccomp
-/// directory (e.g. `profiles/buildah.json`), for nodes whose kubelet defaults to RuntimeDefault
-/// (which blocks the user namespaces Buildah needs). Default: none (the field is left unset).
-pub const BUILDER_SECCOMP_PROFILE: &str =
-    "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILDER_SECCOMP_PROFILE";
-
-/// Resources of the build container: comma-separated `requests.<r>=<quantity>` and
-/// `limits.<r>=<quantity>` with `<r>` one of `cpu`, `memory`, `ephemeral-storage`, e.g.
-/// `requests.cpu=500m,requests.memory=1Gi,limits.memory=4Gi`. Default: none.
-pub const BUILDER_RESOURCES: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILDER_RESOURCES";
-
-/// Seconds a build (pod start, build and push) may take. Default `1800`. A positive whole number.
-pub const BUILD_TIMEOUT_SECONDS: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_TIMEOUT_SECONDS";
-
-/// Extra `buildah build` options, split like a shell, from an allow-list (see
-/// docs/user/dockerfile-actions.md), e.g. `--tls-verify=false --retry=5`. Default: none.
-pub const BUILD_OPTIONS: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_OPTIONS";
-
-/// Extra `buildah push` options, split like a shell, from an allow-list, e.g.
-/// `--format=v2s2 --compression-format=zstd`. Default: none.
-pub const PUSH_OPTIONS: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_PUSH_OPTIONS";
-
-/// Largest build context, in MiB, after `.dockerignore`. Default `100`. A positive whole number.
-pub const BUILD_CONTEXT_LIMIT_MB: &str =
-    "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_CONTEXT_LIMIT_MB";
-
-/// Buildah storage driver: `overlay` (default: native overlay, falling back to `vfs` with a log
-/// line where overlay cannot work) or `vfs` (always).
-pub const STORAGE_DRIVER: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_STORAGE_DRIVER";
 
 /// Set by the runner: `<_work>/<repo>`. The hook derives the runner's `_work` directory from it.
 pub const RUNNER_WORKSPACE: &str = "RUNNER_WORKSPACE";
@@ -193,74 +132,6 @@ pub const DEFAULT_IMAGE_PULL_TIMEOUT: Duration = Duration::from_secs(180);
 pub const DEFAULT_HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
 /// Default of [`RUNNER_IMAGE`].
 pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/actions/actions-runner:latest";
-
-/// Default of [`BUILDER_IMAGE`]: the official Buildah image (Fedora-based: a `build` user with
-/// uid 1000, subordinate id ranges, and `newuidmap`/`newgidmap` with file capabilities), pinned
-/// to a release tag so a new Buildah never arrives unannounced.
-pub const DEFAULT_BUILDER_IMAGE: &str = "quay.io/buildah/stable:v1.41.4";
-/// Default of [`BUILD_TIMEOUT_SECONDS`].
-pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
-/// Default of [`BUILD_CONTEXT_LIMIT_MB`], in MiB.
-pub const DEFAULT_BUILD_CONTEXT_LIMIT_MB: u64 = 100;
-
-/// Configuration of Dockerfile builds (docs/user/dockerfile-actions.md).
-#[derive(Debug, Clone)]
-pub struct BuildConfig {
-    /// [`REGISTRY_HOST`].
-    pub registry_host: Option<RegistryHost>,
-    /// [`REGISTRY_HOST_PUSH`].
-    pub registry_host_push: Option<RegistryHost>,
-    /// [`REGISTRY_HOST_PULL`].
-    pub registry_host_pull: Option<RegistryHost>,
-    /// [`REGISTRY_SECRET_NAME`].
-    pub registry_secret_name: Option<String>,
-    /// [`REGISTRY_CA`].
-    pub registry_ca: Option<RegistryCa>,
-    /// [`BUILDER_IMAGE`].
-    pub builder_image: String,
-    /// [`BUILDER_PROFILE`].
-    pub profile: BuilderProfile,
-    /// [`BUILDER_SECCOMP_PROFILE`].
-    pub seccomp_profile: Option<String>,
-    /// [`BUILDER_RESOURCES`].
-    pub resources: BuilderResources,
-    /// [`BUILD_TIMEOUT_SECONDS`].
-    pub timeout: Duration,
-    /// [`BUILD_OPTIONS`], allow-listed, one canonical word per option (`--name[=value]`).
-    pub build_options: Vec<String>,
-    /// [`PUSH_OPTIONS`], allow-listed, one canonical word per option.
-    pub push_options: Vec<String>,
-    /// [`BUILD_CONTEXT_LIMIT_MB`] in bytes (MiB × 2^20).
-    pub context_limit_bytes: u64,
-    /// [`STORAGE_DRIVER`].
-    pub storage_driver: StorageDriver,
-}
-
-impl BuildConfig {
-    /// The registry host to push to: [`REGISTRY_HOST_PUSH`], else [`REGISTRY_HOST`].
-    ///
-    /// # Errors
-    /// [`ConfigError::Missing`] naming [`REGISTRY_HOST`] when neither is set.
-    pub fn push_host(&self) -> Result<&RegistryHost, ConfigError> {
-        self.registry_host_push
-            .as_ref()
-            .or(self.registry_host.as_ref())
-            .ok_or(ConfigError::Missing { var: REGISTRY_HOST })
-    }
-
-    /// The registry host to pull from: [`REGISTRY_HOST_PULL`], else [`REGISTRY_HOST`], else
-    /// [`REGISTRY_HOST_PUSH`].
-    ///
-    /// # Errors
-    /// [`ConfigError::Missing`] naming [`REGISTRY_HOST`] when none is set.
-    pub fn pull_host(&self) -> Result<&RegistryHost, ConfigError> {
-        self.registry_host_pull
-            .as_ref()
-            .or(self.registry_host.as_ref())
-            .or(self.registry_host_push.as_ref())
-            .ok_or(ConfigError::Missing { var: REGISTRY_HOST })
-    }
-}
 
 /// How the data plane is chosen ([`DATA_PLANE`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,107 +234,50 @@ impl Config {
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let vars: BTreeMap<String, String> = vars.into_iter().collect();
-        // An empty value means "unset", as in the TypeScript hook (`process.env.X || default`).
-        let get = |name: &str| {
-            vars.get(name)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
+        let vars = Vars(vars.into_iter().collect());
+        let seconds = |var: &'static str, default: Duration, expected: &'static str| {
+            Ok::<_, ConfigError>(
+                vars.positive(var, expected)?
+                    .map_or(default, Duration::from_secs),
+            )
         };
-
-        let seconds = |var: &'static str, default: Duration, example: &'static str| match get(var) {
-            None => Ok(default),
-            Some(v) => match v.parse::<u64>() {
-                Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-                _ => Err(ConfigError::Invalid {
-                    var,
-                    value: v,
-                    expected: example,
-                }),
-            },
-        };
-        let prepare_job_timeout = seconds(
-            PREPARE_JOB_TIMEOUT_SECONDS,
-            DEFAULT_PREPARE_JOB_TIMEOUT,
-            "a positive whole number of seconds, e.g. `600`",
-        )?;
-        let image_pull_timeout = seconds(
-            IMAGE_PULL_TIMEOUT_SECONDS,
-            DEFAULT_IMAGE_PULL_TIMEOUT,
-            "a positive whole number of seconds, e.g. `180`",
-        )?;
-        let use_kube_scheduler = match get(USE_KUBE_SCHEDULER) {
-            None => false,
-            Some(v) => parse_bool(USE_KUBE_SCHEDULER, &v)?,
-        };
-        let positive_ms = |var: &'static str| -> Result<Option<Duration>, ConfigError> {
-            match get(var) {
-                None => Ok(None),
-                Some(v) => match v.parse::<u64>() {
-                    Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
-                    _ => Err(ConfigError::Invalid {
-                        var,
-                        value: v,
-                        expected: "a positive whole number of milliseconds, e.g. `5000`",
-                    }),
-                },
-            }
-        };
-        let heartbeat_period =
-            positive_ms(HEARTBEAT_PERIOD_MS)?.unwrap_or(DEFAULT_HEARTBEAT_PERIOD);
-        let heartbeat_deadline = positive_ms(HEARTBEAT_DEADLINE_MS)?
-            .unwrap_or(heartbeat_period * 12 + Duration::from_secs(1));
-        if heartbeat_deadline <= heartbeat_period {
-            return Err(ConfigError::Invalid {
-                var: HEARTBEAT_DEADLINE_MS,
-                value: heartbeat_deadline.as_millis().to_string(),
-                expected: "more milliseconds than `ACTIONS_RUNNER_HEARTBEAT_PERIOD_MS`",
-            });
-        }
-        let data_plane = match get(DATA_PLANE).as_deref() {
-            None | Some("auto") => DataPlaneSetting::Auto,
-            Some("volume") => DataPlaneSetting::Volume,
-            Some("copy") => DataPlaneSetting::Copy,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    var: DATA_PLANE,
-                    value: other.to_owned(),
-                    expected: "one of `auto`, `volume`, `copy`",
-                });
-            }
-        };
-        let namespace = get(KUBERNETES_NAMESPACE);
-        if let Some(ns) = &namespace
-            && !is_dns1123_label(ns)
-        {
-            return Err(ConfigError::Invalid {
-                var: KUBERNETES_NAMESPACE,
-                value: ns.clone(),
-                expected: NAMESPACE_EXPECTED,
-            });
-        }
-
-        let build = build_config(&get)?;
-
+        let (heartbeat_period, heartbeat_deadline) = heartbeat(&vars)?;
         Ok(Config {
-            runner_pod_name: get(RUNNER_POD_NAME),
-            namespace,
-            hook_template: get(HOOK_TEMPLATE).map(PathBuf::from),
-            prepare_job_timeout,
-            image_pull_timeout,
-            runner_image: get(RUNNER_IMAGE).unwrap_or_else(|| DEFAULT_RUNNER_IMAGE.to_owned()),
-            claim_name: get(CLAIM_NAME),
-            use_kube_scheduler,
+            runner_pod_name: vars.get(RUNNER_POD_NAME),
+            namespace: namespace(&vars)?,
+            hook_template: vars.get(HOOK_TEMPLATE).map(PathBuf::from),
+            prepare_job_timeout: seconds(
+                PREPARE_JOB_TIMEOUT_SECONDS,
+                DEFAULT_PREPARE_JOB_TIMEOUT,
+                "a positive whole number of seconds, e.g. `600`",
+            )?,
+            image_pull_timeout: seconds(
+                IMAGE_PULL_TIMEOUT_SECONDS,
+                DEFAULT_IMAGE_PULL_TIMEOUT,
+                "a positive whole number of seconds, e.g. `180`",
+            )?,
+            runner_image: vars
+                .get(RUNNER_IMAGE)
+                .unwrap_or_else(|| DEFAULT_RUNNER_IMAGE.to_owned()),
+            claim_name: vars.get(CLAIM_NAME),
+            use_kube_scheduler: vars.bool(USE_KUBE_SCHEDULER)?,
             heartbeat_period,
             heartbeat_deadline,
-            data_plane,
-            runner_workspace: get(RUNNER_WORKSPACE).map(PathBuf::from),
-            runner_temp: get(RUNNER_TEMP).map(PathBuf::from),
-            github_workspace: get(GITHUB_WORKSPACE).map(PathBuf::from),
-            debug: get(RUNNER_DEBUG).as_deref() == Some("1"),
-            log_filter: get(LOG),
-            build,
+            data_plane: vars.choice(
+                DATA_PLANE,
+                &[
+                    ("auto", DataPlaneSetting::Auto),
+                    ("volume", DataPlaneSetting::Volume),
+                    ("copy", DataPlaneSetting::Copy),
+                ],
+                "one of `auto`, `volume`, `copy`",
+            )?,
+            runner_workspace: vars.get(RUNNER_WORKSPACE).map(PathBuf::from),
+            runner_temp: vars.get(RUNNER_TEMP).map(PathBuf::from),
+            github_workspace: vars.get(GITHUB_WORKSPACE).map(PathBuf::from),
+            debug: vars.get(RUNNER_DEBUG).as_deref() == Some("1"),
+            log_filter: vars.get(LOG),
+            build: BuildConfig::from_vars(&vars)?,
         })
     }
 
@@ -488,235 +302,110 @@ impl fmt::Display for DataPlaneSetting {
     }
 }
 
-fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(ConfigError::Invalid {
-            var,
-            value: value.to_owned(),
-            expected: "`true` or `false`",
-        }),
+/// [`KUBERNETES_NAMESPACE`]: a namespace name.
+fn namespace(vars: &Vars) -> Result<Option<String>, ConfigError> {
+    let namespace = vars.get(KUBERNETES_NAMESPACE);
+    if let Some(ns) = &namespace
+        && !is_dns1123_label(ns)
+    {
+        return Err(ConfigError::Invalid {
+            var: KUBERNETES_NAMESPACE,
+            value: ns.clone(),
+            expected: NAMESPACE_EXPECTED,
+        });
     }
+    Ok(namespace)
 }
 
-/// The [`BuildConfig`] from the variables (`get` treats empty as unset).
-fn build_config(get: &dyn Fn(&str) -> Option<String>) -> Result<BuildConfig, ConfigError> {
-    let registry = |var: &'static str| -> Result<Option<RegistryHost>, ConfigError> {
-        get(var)
-            .map(|v| {
-                RegistryHost::parse(&v).map_err(|_| ConfigError::Invalid {
+/// [`HEARTBEAT_PERIOD_MS`] and [`HEARTBEAT_DEADLINE_MS`]: the deadline defaults to period × 12
+/// + 1 s and must be longer than the period.
+fn heartbeat(vars: &Vars) -> Result<(Duration, Duration), ConfigError> {
+    let expected = "a positive whole number of milliseconds, e.g. `5000`";
+    let period = vars
+        .positive(HEARTBEAT_PERIOD_MS, expected)?
+        .map_or(DEFAULT_HEARTBEAT_PERIOD, Duration::from_millis);
+    let deadline = vars
+        .positive(HEARTBEAT_DEADLINE_MS, expected)?
+        .map_or(period * 12 + Duration::from_secs(1), Duration::from_millis);
+    if deadline <= period {
+        return Err(ConfigError::Invalid {
+            var: HEARTBEAT_DEADLINE_MS,
+            value: deadline.as_millis().to_string(),
+            expected: "more milliseconds than `ACTIONS_RUNNER_HEARTBEAT_PERIOD_MS`",
+        });
+    }
+    Ok((period, deadline))
+}
+
+/// The variables as given, read the way the TypeScript hook reads them: trimmed, and an empty
+/// value means unset (`process.env.X || default`).
+pub(crate) struct Vars(BTreeMap<String, String>);
+
+impl Vars {
+    /// The trimmed value, `None` when unset or empty.
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// A positive whole number; `expected` describes the accepted form in the error.
+    fn positive(
+        &self,
+        var: &'static str,
+        expected: &'static str,
+    ) -> Result<Option<u64>, ConfigError> {
+        match self.get(var) {
+            None => Ok(None),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(ConfigError::Invalid {
                     var,
                     value: v,
-                    expected: "a registry host with an optional path, e.g. `ghcr.io/owner` or `registry.ns.svc:5000/actions` (no scheme; lowercase path)",
-                })
-            })
-            .transpose()
-    };
-    let positive =
-        |var: &'static str, expected: &'static str| -> Result<Option<u64>, ConfigError> {
-            match get(var) {
-                None => Ok(None),
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(Some(n)),
-                    _ => Err(ConfigError::Invalid {
-                        var,
-                        value: v,
-                        expected,
-                    }),
-                },
-            }
-        };
-    let option_list = |var: &'static str, stage: Stage| -> Result<Vec<String>, ConfigError> {
-        match get(var) {
-            None => Ok(Vec::new()),
-            Some(v) => {
-                options::parse(stage, &v).map_err(|source| ConfigError::Options { var, source })
-            }
+                    expected,
+                }),
+            },
         }
-    };
+    }
 
-    let registry_secret_name = get(REGISTRY_SECRET_NAME);
-    if let Some(name) = &registry_secret_name
-        && !is_dns1123_subdomain(name)
-    {
-        return Err(ConfigError::Invalid {
-            var: REGISTRY_SECRET_NAME,
-            value: name.clone(),
-            expected: "a Secret name: lowercase letters, digits, `-` and `.`, at most 253 characters",
-        });
-    }
-    let registry_ca = match get(REGISTRY_CA) {
-        None => None,
-        Some(v) => {
-            let parsed = match v.split_once('/') {
-                Some(("secret", name)) if is_dns1123_subdomain(name) => {
-                    Some(RegistryCa::Secret(name.to_owned()))
-                }
-                Some(("configmap", name)) if is_dns1123_subdomain(name) => {
-                    Some(RegistryCa::ConfigMap(name.to_owned()))
-                }
-                _ => None,
-            };
-            Some(parsed.ok_or(ConfigError::Invalid {
-                var: REGISTRY_CA,
-                value: v,
-                expected: "`secret/<name>` or `configmap/<name>` of an object with the key `ca.crt`",
-            })?)
+    /// `true`/`1` or `false`/`0` in any case; unset is `false`.
+    fn bool(&self, var: &'static str) -> Result<bool, ConfigError> {
+        let Some(value) = self.get(var) else {
+            return Ok(false);
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(ConfigError::Invalid {
+                var,
+                value,
+                expected: "`true` or `false`",
+            }),
         }
-    };
-    let builder_image = get(BUILDER_IMAGE).unwrap_or_else(|| DEFAULT_BUILDER_IMAGE.to_owned());
-    if builder_image
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ConfigError::Invalid {
-            var: BUILDER_IMAGE,
-            value: builder_image,
-            expected: "an image reference without spaces, e.g. `quay.io/buildah/stable:v1.41.4`",
-        });
     }
-    let profile = match get(BUILDER_PROFILE).as_deref() {
-        None | Some("rootless") => BuilderProfile::Rootless,
-        Some("root") => BuilderProfile::Root,
-        Some("userns") => BuilderProfile::Userns,
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                var: BUILDER_PROFILE,
-                value: other.to_owned(),
-                expected: "one of `rootless`, `root`, `userns`",
-            });
-        }
-    };
-    let seccomp_profile = get(BUILDER_SECCOMP_PROFILE);
-    if let Some(path) = &seccomp_profile
-        && (path.starts_with('/')
-            || path.split('/').any(|c| c.is_empty() || c == "..")
-            || path.chars().any(|c| c.is_whitespace() || c.is_control()))
-    {
-        return Err(ConfigError::Invalid {
-            var: BUILDER_SECCOMP_PROFILE,
-            value: path.clone(),
-            expected: "a path relative to the kubelet's seccomp directory, e.g. `profiles/buildah.json`",
-        });
-    }
-    let resources = match get(BUILDER_RESOURCES) {
-        None => BuilderResources::default(),
-        Some(v) => parse_resources(&v).ok_or(ConfigError::Invalid {
-            var: BUILDER_RESOURCES,
-            value: v,
-            expected: "comma-separated `requests.<r>=<quantity>` or `limits.<r>=<quantity>` with `<r>` one of `cpu`, `memory`, `ephemeral-storage`, e.g. `requests.cpu=500m,limits.memory=4Gi`",
-        })?,
-    };
-    let timeout = positive(
-        BUILD_TIMEOUT_SECONDS,
-        "a positive whole number of seconds, e.g. `1800`",
-    )?
-    .map_or(DEFAULT_BUILD_TIMEOUT, Duration::from_secs);
-    let context_limit_mb = positive(
-        BUILD_CONTEXT_LIMIT_MB,
-        "a positive whole number of MiB, e.g. `100`",
-    )?
-    .unwrap_or(DEFAULT_BUILD_CONTEXT_LIMIT_MB);
-    let context_limit_bytes =
-        context_limit_mb
-            .checked_mul(1 << 20)
+
+    /// One of the named `choices`; the first is the default when unset.
+    fn choice<T: Copy>(
+        &self,
+        var: &'static str,
+        choices: &[(&str, T)],
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        let Some(value) = self.get(var) else {
+            return Ok(choices[0].1);
+        };
+        choices
+            .iter()
+            .find(|(name, _)| *name == value)
+            .map(|(_, choice)| *choice)
             .ok_or(ConfigError::Invalid {
-                var: BUILD_CONTEXT_LIMIT_MB,
-                value: context_limit_mb.to_string(),
-                expected: "a positive whole number of MiB, e.g. `100`",
-            })?;
-    let storage_driver = match get(STORAGE_DRIVER).as_deref() {
-        None | Some("overlay") => StorageDriver::Overlay,
-        Some("vfs") => StorageDriver::Vfs,
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                var: STORAGE_DRIVER,
-                value: other.to_owned(),
-                expected: "`overlay` (falls back to `vfs` where overlay cannot work) or `vfs`",
-            });
-        }
-    };
-
-    Ok(BuildConfig {
-        registry_host: registry(REGISTRY_HOST)?,
-        registry_host_push: registry(REGISTRY_HOST_PUSH)?,
-        registry_host_pull: registry(REGISTRY_HOST_PULL)?,
-        registry_secret_name,
-        registry_ca,
-        builder_image,
-        profile,
-        seccomp_profile,
-        resources,
-        timeout,
-        build_options: option_list(BUILD_OPTIONS, Stage::Build)?,
-        push_options: option_list(PUSH_OPTIONS, Stage::Push)?,
-        context_limit_bytes,
-        storage_driver,
-    })
-}
-
-/// `requests.cpu=500m,limits.memory=4Gi`: every key `requests.<r>` or `limits.<r>` with a known
-/// resource, every value a Kubernetes quantity, no key twice.
-fn parse_resources(text: &str) -> Option<BuilderResources> {
-    let mut resources = BuilderResources::default();
-    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (key, quantity) = item.split_once('=')?;
-        let (bound, resource) = key.trim().split_once('.')?;
-        if !matches!(resource, "cpu" | "memory" | "ephemeral-storage") {
-            return None;
-        }
-        let quantity = quantity.trim();
-        if !is_quantity(quantity) {
-            return None;
-        }
-        let map = match bound {
-            "requests" => &mut resources.requests,
-            "limits" => &mut resources.limits,
-            _ => return None,
-        };
-        if map
-            .insert(resource.to_owned(), quantity.to_owned())
-            .is_some()
-        {
-            return None;
-        }
+                var,
+                value,
+                expected,
+            })
     }
-    Some(resources)
-}
-
-/// A non-negative Kubernetes quantity (`apimachinery` `resource.Quantity`): a decimal number
-/// with an optional binary (`Ki`…`Ei`), decimal (`n`, `u`, `m`, `k`, `M`…`E`) or exponent
-/// (`e3`) suffix.
-fn is_quantity(text: &str) -> bool {
-    let text = text.strip_prefix('+').unwrap_or(text);
-    let number_end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(number_end);
-    let valid_number = !number.is_empty() && number != "." && number.matches('.').count() <= 1;
-    let valid_suffix = matches!(
-        suffix,
-        "" | "Ki"
-            | "Mi"
-            | "Gi"
-            | "Ti"
-            | "Pi"
-            | "Ei"
-            | "n"
-            | "u"
-            | "m"
-            | "k"
-            | "M"
-            | "G"
-            | "T"
-            | "P"
-            | "E"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .map(|exp| exp.strip_prefix(['+', '-']).unwrap_or(exp))
-        .is_some_and(|exp| !exp.is_empty() && exp.bytes().all(|b| b.is_ascii_digit()));
-    valid_number && valid_suffix
 }
 
 /// What a namespace name may be ([`is_dns1123_label`]), in words, for error messages.
@@ -799,178 +488,6 @@ mod tests {
         assert_eq!(c.data_plane, DataPlaneSetting::Copy);
         assert!(c.debug);
         assert_eq!(c.namespace.as_deref(), Some("arc-runners"));
-    }
-
-    #[test]
-    fn build_defaults() {
-        let b = config(&[]).unwrap().build;
-        assert_eq!(b.builder_image, "quay.io/buildah/stable:v1.41.4");
-        assert_eq!(b.timeout, Duration::from_secs(1800));
-        assert_eq!(b.profile, BuilderProfile::Rootless);
-        assert_eq!(b.storage_driver, StorageDriver::Overlay);
-        assert_eq!(b.context_limit_bytes, 100 * 1024 * 1024);
-        assert!(b.build_options.is_empty() && b.push_options.is_empty());
-        assert_eq!(b.resources, BuilderResources::default());
-        assert_eq!(b.registry_ca, None);
-        let err = b.push_host().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "environment variable `ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST` is required but not set"
-        );
-        assert!(b.pull_host().is_err());
-    }
-
-    #[test]
-    fn push_and_pull_hosts_prefer_their_own_variables() {
-        let b = config(&[(REGISTRY_HOST, "ghcr.io/owner")]).unwrap().build;
-        assert_eq!(b.push_host().unwrap().to_string(), "ghcr.io/owner");
-        assert_eq!(b.pull_host().unwrap().to_string(), "ghcr.io/owner");
-        let b = config(&[
-            (REGISTRY_HOST, "ghcr.io/owner"),
-            (REGISTRY_HOST_PUSH, "registry.ns.svc:5000/actions"),
-            (REGISTRY_HOST_PULL, "localhost:30500/actions"),
-        ])
-        .unwrap()
-        .build;
-        assert_eq!(
-            b.push_host().unwrap().to_string(),
-            "registry.ns.svc:5000/actions"
-        );
-        assert_eq!(
-            b.pull_host().unwrap().to_string(),
-            "localhost:30500/actions"
-        );
-        // Only a push host: nodes pull from the same place.
-        let b = config(&[(REGISTRY_HOST_PUSH, "registry.ns.svc:5000")])
-            .unwrap()
-            .build;
-        assert_eq!(b.pull_host().unwrap().to_string(), "registry.ns.svc:5000");
-        let err = config(&[(REGISTRY_HOST_PULL, "https://x.io")]).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("`ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REGISTRY_HOST_PULL`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn build_values_parse() {
-        let b = config(&[
-            (REGISTRY_SECRET_NAME, "registry-creds"),
-            (REGISTRY_CA, "configmap/registry-ca"),
-            (BUILDER_IMAGE, "registry.example/buildah@sha256:abc"),
-            (BUILDER_PROFILE, "userns"),
-            (BUILDER_SECCOMP_PROFILE, "profiles/buildah.json"),
-            (
-                BUILDER_RESOURCES,
-                "requests.cpu=500m, requests.memory=1Gi,limits.memory=4Gi,limits.ephemeral-storage=10Gi",
-            ),
-            (BUILD_TIMEOUT_SECONDS, "600"),
-            (BUILD_OPTIONS, "--tls-verify=false --retry 5"),
-            (PUSH_OPTIONS, "--format=v2s2"),
-            (BUILD_CONTEXT_LIMIT_MB, "5"),
-            (STORAGE_DRIVER, "vfs"),
-        ])
-        .unwrap()
-        .build;
-        assert_eq!(b.registry_secret_name.as_deref(), Some("registry-creds"));
-        assert_eq!(
-            b.registry_ca,
-            Some(RegistryCa::ConfigMap("registry-ca".into()))
-        );
-        assert_eq!(b.builder_image, "registry.example/buildah@sha256:abc");
-        assert_eq!(b.profile, BuilderProfile::Userns);
-        assert_eq!(b.seccomp_profile.as_deref(), Some("profiles/buildah.json"));
-        assert_eq!(b.resources.requests["cpu"], "500m");
-        assert_eq!(b.resources.requests["memory"], "1Gi");
-        assert_eq!(b.resources.limits["memory"], "4Gi");
-        assert_eq!(b.resources.limits["ephemeral-storage"], "10Gi");
-        assert_eq!(b.timeout, Duration::from_secs(600));
-        assert_eq!(b.build_options, ["--tls-verify=false", "--retry=5"]);
-        assert_eq!(b.push_options, ["--format=v2s2"]);
-        assert_eq!(b.context_limit_bytes, 5 << 20);
-        assert_eq!(b.storage_driver, StorageDriver::Vfs);
-        let b = config(&[(REGISTRY_CA, "secret/ca"), (BUILDER_PROFILE, "root")])
-            .unwrap()
-            .build;
-        assert_eq!(b.registry_ca, Some(RegistryCa::Secret("ca".into())));
-        assert_eq!(b.profile, BuilderProfile::Root);
-    }
-
-    #[test]
-    fn invalid_build_values_name_the_variable() {
-        for (var, value) in [
-            (REGISTRY_HOST, "myorg"),
-            (REGISTRY_HOST_PUSH, "ghcr.io/Owner"),
-            (REGISTRY_SECRET_NAME, "Registry_Creds"),
-            (REGISTRY_CA, "ca.crt"),
-            (REGISTRY_CA, "secret/"),
-            (REGISTRY_CA, "pvc/ca"),
-            (BUILDER_IMAGE, "quay.io/x y"),
-            (BUILDER_PROFILE, "privileged"),
-            (BUILDER_SECCOMP_PROFILE, "/var/lib/kubelet/seccomp/x.json"),
-            (BUILDER_SECCOMP_PROFILE, "../x.json"),
-            (BUILDER_RESOURCES, "cpu=1"),
-            (BUILDER_RESOURCES, "requests.gpu=1"),
-            (BUILDER_RESOURCES, "limits.memory=4GB"),
-            (BUILDER_RESOURCES, "limits.memory=-1Gi"),
-            (BUILDER_RESOURCES, "limits.memory=1Gi,limits.memory=2Gi"),
-            (BUILD_TIMEOUT_SECONDS, "30m"),
-            (BUILD_TIMEOUT_SECONDS, "0"),
-            (BUILD_CONTEXT_LIMIT_MB, "1.5"),
-            (STORAGE_DRIVER, "btrfs"),
-        ] {
-            let err = config(&[(var, value)]).unwrap_err();
-            assert!(
-                err.to_string().contains(&format!("`{var}`")),
-                "{var}={value}: {err}"
-            );
-        }
-        let err = config(&[(STORAGE_DRIVER, "btrfs")]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "environment variable `ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_STORAGE_DRIVER` has an invalid value `btrfs`: expected `overlay` (falls back to `vfs` where overlay cannot work) or `vfs`"
-        );
-    }
-
-    #[test]
-    fn forbidden_options_fail_at_parse_time_without_echoing_credentials() {
-        let err = config(&[(PUSH_OPTIONS, "--retry=3 --creds=ci:s3cret")]).unwrap_err();
-        assert!(matches!(
-            err,
-            ConfigError::Options {
-                var: PUSH_OPTIONS,
-                ..
-            }
-        ));
-        let report = crate::error::report(&anyhow::Error::new(err));
-        assert!(!report.contains("s3cret"), "{report}");
-        assert!(
-            report.starts_with(
-                "::error::environment variable `ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_PUSH_OPTIONS` has options that cannot be used\ncaused by: `--creds` is not an allowed push option; allowed: `--tls-verify[=true|false]`"
-            ),
-            "{report}"
-        );
-        let err = config(&[(BUILD_OPTIONS, "--storage-driver=vfs")]).unwrap_err();
-        assert!(matches!(
-            err,
-            ConfigError::Options {
-                var: BUILD_OPTIONS,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn quantities() {
-        for good in [
-            "1", "500m", "1.5", "1Gi", "10Gi", "100M", "1e3", "0.5", "+1",
-        ] {
-            assert!(is_quantity(good), "{good}");
-        }
-        for bad in ["", "1GB", "Gi", "-1", "1.2.3", "1 Gi", "1e", "."] {
-            assert!(!is_quantity(bad), "{bad}");
-        }
     }
 
     #[test]

@@ -39,23 +39,15 @@ pub async fn build(
 ) -> anyhow::Result<Built> {
     let config = &session.config;
     let build = &config.build;
-    let push_host = build
-        .registry_host_push
-        .as_ref()
-        .or(build.registry_host.as_ref())
-        .with_context(|| {
-            format!(
-                "this step is a Dockerfile action, and no registry to push its image to is configured: set `{}` (or `{}` and `{}`)",
-                config::REGISTRY_HOST,
-                config::REGISTRY_HOST_PUSH,
-                config::REGISTRY_HOST_PULL
-            )
-        })?;
-    let pull_host = build
-        .registry_host_pull
-        .as_ref()
-        .or(build.registry_host.as_ref())
-        .unwrap_or(push_host);
+    let push_host = build.push_host().map_err(|_| {
+        anyhow::anyhow!(
+            "this step is a Dockerfile action, and no registry to push its image to is configured: set `{}` (or `{}` and `{}`)",
+            config::REGISTRY_HOST,
+            config::REGISTRY_HOST_PUSH,
+            config::REGISTRY_HOST_PULL
+        )
+    })?;
+    let pull_host = build.pull_host()?;
     let work_dir = super::runner_work_dir(session)?;
 
     // Everything about the context is checked before any pod exists.

@@ -20,12 +20,14 @@ use tracing::{debug, info, warn};
 
 use super::Outcome;
 use super::step::{self, FILE_COMMANDS, WORK_MOUNT};
+use crate::k8s::objects::RunnerPod;
 use crate::k8s::wait::{self, Goal, Reached};
 use crate::k8s::{Session, Undo, logs};
 use crate::protocol::{ContainerDefinition, State};
 use crate::spec::names::{self, JOB_CONTAINER};
+use crate::spec::template::Template;
 use crate::spec::{
-    self, FILES_CONTAINER, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
+    self, FILES_CONTAINER, Owner, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
 };
 use crate::transfer::{self, CopyOptions};
 
@@ -83,7 +85,7 @@ pub async fn run(
 }
 
 /// Run the step from `image` (a pulled image, or the pinned reference of a built one, pulled
-/// with `registry_secret`).
+/// with `registry_secret`), phase by phase.
 ///
 /// # Errors
 /// As [`run`]; leaves the undo entries of what it created for the caller.
@@ -94,37 +96,103 @@ pub async fn run_image(
     session: &Session,
     registry_secret: Option<&str>,
 ) -> anyhow::Result<Outcome> {
-    let started = Instant::now();
-    let config = &session.config;
-    let work_dir = super::runner_work_dir(session)?;
-    let template = session
-        .hook_template()
-        .context("the hook template is unusable")?;
-    let runner = session.runner_pod().await;
-    let owner = session.owner(runner.as_ref());
-    let work_volume = super::step_work_volume(state, session, runner.as_ref());
-    let job_pod = state.map(|s| s.job_pod.as_str()).filter(|p| !p.is_empty());
-    let workspace = workspace_dir(args, &work_dir)?;
+    let step = ContainerStep::plan(args, state, session).await?;
+    let pull_secret = step.pull_secret(registry_secret).await?;
+    let recorded = step.refresh_workspace().await?;
+    let pod = step.create_pod(image, pull_secret.as_deref()).await?;
+    step.stage_files(&pod, recorded).await?;
+    let exit_code = step.run(&pod).await?;
+    step.collect_files(&pod).await?;
+    Ok(step::outcome(exit_code))
+}
 
-    let pull_secret = match args.registry.as_ref() {
-        // A built image is pulled with the configured registry Secret.
-        _ if registry_secret.is_some() => registry_secret.map(str::to_owned),
-        Some(registry) if registry.username.as_deref().is_some_and(|u| !u.is_empty()) => {
-            let name = names::secret(&session.runner_pod, &names::random_suffix());
-            let secret = spec::pull_secret(&name, &session.runner_pod, owner.as_ref(), &[registry]);
-            session.create_secret(&secret).await?;
-            session.undo.push(Undo::DeleteSecret(name.clone()));
-            Some(name)
+/// What every phase of one container step needs, found out once.
+struct ContainerStep<'a> {
+    args: &'a ContainerDefinition,
+    session: &'a Session,
+    started: Instant,
+    /// The runner's `_work` directory.
+    work_dir: PathBuf,
+    template: Option<Template>,
+    runner: Option<RunnerPod>,
+    owner: Option<Owner>,
+    work_volume: WorkVolume,
+    /// The job pod, when the job has one (copy mode keeps its workspace in step).
+    job_pod: Option<&'a str>,
+    /// The workspace on the runner host and its path relative to `_work`.
+    workspace: Option<(PathBuf, String)>,
+}
+
+/// The step pod once it exists.
+struct StepPod {
+    name: String,
+    /// Copy mode: where the `stage` and `files` containers mount the work volume.
+    work_mount: Option<String>,
+}
+
+impl<'a> ContainerStep<'a> {
+    /// Read what the step depends on: the work directory, the hook template, the runner pod
+    /// (owner, tolerations, node) and the data plane.
+    async fn plan(
+        args: &'a ContainerDefinition,
+        state: Option<&'a State>,
+        session: &'a Session,
+    ) -> anyhow::Result<ContainerStep<'a>> {
+        let started = Instant::now();
+        let work_dir = super::runner_work_dir(session)?;
+        let template = session
+            .hook_template()
+            .context("the hook template is unusable")?;
+        let runner = session.runner_pod().await;
+        let owner = session.owner(runner.as_ref());
+        let work_volume = super::step_work_volume(state, session, runner.as_ref());
+        let job_pod = state.map(|s| s.job_pod.as_str()).filter(|p| !p.is_empty());
+        let workspace = workspace_dir(args, &work_dir)?;
+        Ok(ContainerStep {
+            args,
+            session,
+            started,
+            work_dir,
+            template,
+            runner,
+            owner,
+            work_volume,
+            job_pod,
+            workspace,
+        })
+    }
+
+    fn copy_mode(&self) -> bool {
+        matches!(self.work_volume, WorkVolume::EmptyDir)
+    }
+
+    /// The image pull secret: the registry Secret for a built image, or a new Secret from the
+    /// request's `registry` credentials.
+    async fn pull_secret(&self, registry_secret: Option<&str>) -> anyhow::Result<Option<String>> {
+        let session = self.session;
+        match self.args.registry.as_ref() {
+            _ if registry_secret.is_some() => Ok(registry_secret.map(str::to_owned)),
+            Some(registry) if registry.username.as_deref().is_some_and(|u| !u.is_empty()) => {
+                let name = names::secret(&session.runner_pod, &names::random_suffix());
+                let secret =
+                    spec::pull_secret(&name, &session.runner_pod, self.owner.as_ref(), &[registry]);
+                session.create_secret(&secret).await?;
+                session.undo.push(Undo::DeleteSecret(name.clone()));
+                Ok(Some(name))
+            }
+            _ => Ok(None),
         }
-        _ => None,
-    };
+    }
 
-    let copy_mode = matches!(work_volume, WorkVolume::EmptyDir);
-    // Copy mode: the job pod has the current workspace; bring the runner's copy up to date so
-    // the step sees what earlier steps did.
-    let mut job_pod_recorded = None;
-    if let (true, Some(job_pod), Some((local_ws, rel))) = (copy_mode, job_pod, &workspace) {
-        let exec = session.exec_in(job_pod, JOB_CONTAINER);
+    /// Copy mode: the job pod has the current workspace; bring the runner's copy up to date so
+    /// the step sees what earlier steps did. Returns the modes and owners the copy received.
+    async fn refresh_workspace(&self) -> anyhow::Result<Option<transfer::Recorded>> {
+        let (true, Some(job_pod), Some((local_ws, rel))) =
+            (self.copy_mode(), self.job_pod, &self.workspace)
+        else {
+            return Ok(None);
+        };
+        let exec = self.session.exec_in(job_pod, JOB_CONTAINER);
         let (report, recorded) = transfer::copy_out_recording(
             &exec,
             &format!("{WORK_MOUNT}/{rel}"),
@@ -134,162 +202,190 @@ pub async fn run_image(
         .await
         .with_context(|| format!("failed to copy the workspace out of the job pod `{job_pod}`"))?;
         debug!(%report, "workspace copied from the job pod");
-        job_pod_recorded = Some(recorded);
+        Ok(Some(recorded))
     }
 
-    // The step's environment (tokens, secret inputs) goes into a Secret, not the pod spec.
-    let env_secret = names::secret(&session.runner_pod, &names::random_suffix());
-    session
-        .create_secret(&spec::env_secret(
-            &env_secret,
-            &session.runner_pod,
-            owner.as_ref(),
-            &args.environment_variables,
-        ))
-        .await?;
-    session.undo.push(Undo::DeleteSecret(env_secret.clone()));
+    /// Create the Secret with the step's environment (tokens and secret inputs stay out of the
+    /// pod spec) and the step pod.
+    async fn create_pod(&self, image: &str, pull_secret: Option<&str>) -> anyhow::Result<StepPod> {
+        let session = self.session;
+        let env_secret = names::secret(&session.runner_pod, &names::random_suffix());
+        session
+            .create_secret(&spec::env_secret(
+                &env_secret,
+                &session.runner_pod,
+                self.owner.as_ref(),
+                &self.args.environment_variables,
+            ))
+            .await?;
+        session.undo.push(Undo::DeleteSecret(env_secret.clone()));
 
-    let plan = spec::step_pod(&StepPodInput {
-        runner_pod: &session.runner_pod,
-        suffix: &names::random_suffix(),
-        owner: owner.as_ref(),
-        work_dir: &work_dir,
-        work_volume: &work_volume,
-        runner_image: &config.runner_image,
-        image,
-        pull_secret: pull_secret.as_deref(),
-        env_secret: Some(&env_secret),
-        args,
-        template: template.as_ref(),
-        tolerations: super::runner_tolerations(runner.as_ref()),
-    })
-    .context("cannot build the step pod")?;
-    let pod = plan.pod.metadata.name.clone().unwrap_or_default();
-    session.create_pod(&plan.pod).await?;
-    session.undo.push(Undo::DeletePod(pod.clone()));
-    let timeout = config.prepare_job_timeout;
+        let plan = spec::step_pod(&StepPodInput {
+            runner_pod: &session.runner_pod,
+            suffix: &names::random_suffix(),
+            owner: self.owner.as_ref(),
+            work_dir: &self.work_dir,
+            work_volume: &self.work_volume,
+            runner_image: &session.config.runner_image,
+            image,
+            pull_secret,
+            env_secret: Some(&env_secret),
+            args: self.args,
+            template: self.template.as_ref(),
+            tolerations: super::runner_tolerations(self.runner.as_ref()),
+        })
+        .context("cannot build the step pod")?;
+        let name = plan.pod.metadata.name.clone().unwrap_or_default();
+        session.create_pod(&plan.pod).await?;
+        session.undo.push(Undo::DeletePod(name.clone()));
+        Ok(StepPod {
+            name,
+            work_mount: plan.work_mount,
+        })
+    }
 
-    if let Some(work_mount) = plan.work_mount.as_deref() {
+    /// Copy mode: fill the step pod's work volume through its `stage` init container (`_temp`,
+    /// then the workspace with the modes and owners `recorded` from the job pod), then release
+    /// it.
+    async fn stage_files(
+        &self,
+        pod: &StepPod,
+        recorded: Option<transfer::Recorded>,
+    ) -> anyhow::Result<()> {
+        let Some(work_mount) = pod.work_mount.as_deref() else {
+            return Ok(());
+        };
+        let (session, name) = (self.session, pod.name.as_str());
         wait::until(
             session,
-            &pod,
+            name,
             &Goal::InitRunning {
                 container: STAGE_CONTAINER.to_owned(),
             },
-            timeout,
+            session.config.prepare_job_timeout,
         )
         .await
-        .with_context(|| format!("the step pod `{pod}` did not start"))?;
-        let stage = session.exec_in(&pod, STAGE_CONTAINER);
-        let temp = work_dir.join("_temp");
+        .with_context(|| format!("the step pod `{name}` did not start"))?;
+        let stage = session.exec_in(name, STAGE_CONTAINER);
         transfer::copy_in(
             &stage,
-            &temp,
+            &self.work_dir.join("_temp"),
             &format!("{work_mount}/_temp"),
             &CopyOptions::default(),
         )
         .await
         .with_context(|| {
-            format!("failed to copy the runner's `_temp` into the step pod `{pod}`")
+            format!("failed to copy the runner's `_temp` into the step pod `{name}`")
         })?;
-        if let Some((local_ws, rel)) = &workspace {
+        if let Some((local_ws, rel)) = &self.workspace {
             let mut options = CopyOptions::default();
-            if let Some(recorded) = job_pod_recorded.take() {
+            if let Some(recorded) = recorded {
                 options = options.recorded(recorded);
             }
             transfer::copy_in(&stage, local_ws, &format!("{work_mount}/{rel}"), &options)
                 .await
                 .with_context(|| {
-                    format!("failed to copy the workspace into the step pod `{pod}`")
+                    format!("failed to copy the workspace into the step pod `{name}`")
                 })?;
         }
         // The `stage` init container ends when the marker exists; then the step starts.
         session
             .create_file(
-                &pod,
+                name,
                 STAGE_CONTAINER,
                 &format!("{work_mount}/{STAGED_MARKER}"),
             )
             .await
-            .with_context(|| format!("failed to release the step pod `{pod}`"))?;
+            .with_context(|| format!("failed to release the step pod `{name}`"))
     }
 
-    wait::until(
-        session,
-        &pod,
-        &Goal::Started {
+    /// Wait for the step container to start, stream its log to the step log until it ends, and
+    /// return its exit code.
+    async fn run(&self, pod: &StepPod) -> anyhow::Result<i32> {
+        let (session, name) = (self.session, pod.name.as_str());
+        wait::until(
+            session,
+            name,
+            &Goal::Started {
+                container: JOB_CONTAINER.to_owned(),
+            },
+            session.config.prepare_job_timeout,
+        )
+        .await
+        .with_context(|| format!("the step pod `{name}` did not start"))?;
+        debug!(pod = %name, elapsed = ?self.started.elapsed(), "step container started");
+        let log = follow_log(session, name);
+        let terminated = Goal::Terminated {
             container: JOB_CONTAINER.to_owned(),
-        },
-        timeout,
-    )
-    .await
-    .with_context(|| format!("the step pod `{pod}` did not start"))?;
-    debug!(pod = %pod, elapsed = ?started.elapsed(), "step container started");
-    let log = follow_log(session, &pod);
-    let terminated = Goal::Terminated {
-        container: JOB_CONTAINER.to_owned(),
-    };
-    let end = wait::until(session, &pod, &terminated, STEP_RUNS_UNTIL_CANCELLED);
-    let (log, end) = logs::follow_until(log, end).await;
-    match log {
-        Some(Ok(())) => {}
-        Some(Err(e)) => {
-            warn!(error = %format!("{e:#}"), "the step's log could not be followed to the end");
+        };
+        let end = wait::until(session, name, &terminated, STEP_RUNS_UNTIL_CANCELLED);
+        let (log, end) = logs::follow_until(log, end).await;
+        match log {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                warn!(error = %format!("{e:#}"), "the step's log could not be followed to the end");
+            }
+            None => {
+                warn!(
+                    "the step's log did not end with the container; its last lines may be missing"
+                )
+            }
         }
-        None => {
-            warn!("the step's log did not end with the container; its last lines may be missing")
-        }
+        let (_, reached) = end.with_context(|| format!("the step pod `{name}` failed"))?;
+        let Reached::Terminated {
+            exit_code, reason, ..
+        } = reached
+        else {
+            unreachable!("a Terminated goal ends terminated");
+        };
+        info!(pod = %name, exit_code, reason = reason.as_deref().unwrap_or(""), elapsed = ?self.started.elapsed(), "container step ended");
+        Ok(exit_code)
     }
-    let (_, reached) = end.with_context(|| format!("the step pod `{pod}` failed"))?;
-    let Reached::Terminated {
-        exit_code, reason, ..
-    } = reached
-    else {
-        unreachable!("a Terminated goal ends terminated");
-    };
-    info!(pod = %pod, exit_code, reason = reason.as_deref().unwrap_or(""), elapsed = ?started.elapsed(), "container step ended");
 
-    if let Some(work_mount) = plan.work_mount.as_deref() {
-        let files = session.exec_in(&pod, FILES_CONTAINER);
-        let temp = work_dir.join("_temp");
+    /// Copy mode: bring the step's file commands and the workspace back to the runner through
+    /// the `files` container, and the workspace on into the job pod.
+    async fn collect_files(&self, pod: &StepPod) -> anyhow::Result<()> {
+        let Some(work_mount) = pod.work_mount.as_deref() else {
+            return Ok(());
+        };
+        let (session, name) = (self.session, pod.name.as_str());
+        let files = session.exec_in(name, FILES_CONTAINER);
         transfer::copy_out(
             &files,
             &format!("{work_mount}/_temp/{FILE_COMMANDS}"),
-            &temp.join(FILE_COMMANDS),
+            &self.work_dir.join("_temp").join(FILE_COMMANDS),
             &CopyOptions::default(),
         )
         .await
         .with_context(|| {
-            format!("failed to copy `{FILE_COMMANDS}` back from the step pod `{pod}`")
+            format!("failed to copy `{FILE_COMMANDS}` back from the step pod `{name}`")
         })?;
-        if let Some((local_ws, rel)) = &workspace {
-            let (_, recorded) = transfer::copy_out_recording(
-                &files,
-                &format!("{work_mount}/{rel}"),
+        let Some((local_ws, rel)) = &self.workspace else {
+            return Ok(());
+        };
+        let (_, recorded) = transfer::copy_out_recording(
+            &files,
+            &format!("{work_mount}/{rel}"),
+            local_ws,
+            &CopyOptions::default().mirror(),
+        )
+        .await
+        .with_context(|| format!("failed to copy the workspace back from the step pod `{name}`"))?;
+        if let Some(job_pod) = self.job_pod {
+            let exec = session.exec_in(job_pod, JOB_CONTAINER);
+            transfer::copy_in(
+                &exec,
                 local_ws,
-                &CopyOptions::default().mirror(),
+                &format!("{WORK_MOUNT}/{rel}"),
+                &CopyOptions::default().mirror().recorded(recorded),
             )
             .await
             .with_context(|| {
-                format!("failed to copy the workspace back from the step pod `{pod}`")
+                format!("failed to copy the workspace into the job pod `{job_pod}`")
             })?;
-            if let Some(job_pod) = job_pod {
-                let exec = session.exec_in(job_pod, JOB_CONTAINER);
-                transfer::copy_in(
-                    &exec,
-                    local_ws,
-                    &format!("{WORK_MOUNT}/{rel}"),
-                    &CopyOptions::default().mirror().recorded(recorded),
-                )
-                .await
-                .with_context(|| {
-                    format!("failed to copy the workspace into the job pod `{job_pod}`")
-                })?;
-            }
         }
+        Ok(())
     }
-
-    Ok(step::outcome(exit_code))
 }
 
 /// The workspace on the runner host and its path relative to `_work`, from the request's
