@@ -137,56 +137,34 @@ pub struct Args {
 
 impl Args {
     /// Parse the arguments after `build`. Options take their value as the next argument or
-    /// after `=`.
+    /// after `=` (`lexopt` reads the command line; the messages are ours).
     ///
     /// # Errors
     /// [`UsageError`] for an unknown or incomplete argument.
     pub fn parse(args: &[OsString]) -> Result<Args, UsageError> {
+        use lexopt::prelude::*;
+
         let mut parsed = Args::default();
         let mut context = None;
         let mut image = None;
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let text = arg
-                .to_str()
-                .ok_or_else(|| UsageError::Unknown(arg.to_string_lossy().into_owned()))?;
-            let (name, inline) = match text.split_once('=') {
-                Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
-                _ => (text, None),
-            };
-            let mut value = |option: &'static str| -> Result<String, UsageError> {
-                match &inline {
-                    Some(v) => Ok(v.clone()),
-                    None => args
-                        .next()
-                        .and_then(|v| v.to_str())
-                        .map(str::to_owned)
-                        .ok_or(UsageError::MissingValue(option)),
+        let mut parser = lexopt::Parser::from_args(args.iter().cloned());
+        while let Some(arg) = parser.next().map_err(unknown)? {
+            match arg {
+                Long("context") => {
+                    context = Some(PathBuf::from(option_value(&mut parser, "--context")?))
                 }
-            };
-            match name {
-                "--context" => context = Some(PathBuf::from(value("--context")?)),
-                "--file" | "-f" => parsed.file = Some(PathBuf::from(value("--file")?)),
-                "--image" | "-t" | "--tag" => image = Some(value("--image")?),
-                "--build-arg" => {
-                    let pair = value("--build-arg")?;
-                    let (key, val) = pair.split_once('=').ok_or_else(|| UsageError::Invalid {
-                        option: "--build-arg",
-                        value: pair.clone(),
-                        reason: "expected `KEY=VALUE`".to_owned(),
-                    })?;
-                    if key.is_empty() {
-                        return Err(UsageError::Invalid {
-                            option: "--build-arg",
-                            value: pair.clone(),
-                            reason: "the key is empty".to_owned(),
-                        });
-                    }
-                    parsed.build_args.push((key.to_owned(), val.to_owned()));
+                Short('f') | Long("file") => {
+                    parsed.file = Some(PathBuf::from(option_value(&mut parser, "--file")?))
                 }
-                "--no-push" if inline.is_none() => parsed.no_push = true,
-                "--executor" => {
-                    parsed.executor = match value("--executor")?.as_str() {
+                Short('t') | Long("image" | "tag") => {
+                    image = Some(option_value(&mut parser, "--image")?)
+                }
+                Long("build-arg") => parsed
+                    .build_args
+                    .push(build_arg(option_value(&mut parser, "--build-arg")?)?),
+                Long("no-push") => parsed.no_push = true,
+                Long("executor") => {
+                    parsed.executor = match option_value(&mut parser, "--executor")?.as_str() {
                         "local" => ExecutorKind::Local,
                         "pod" => ExecutorKind::Pod,
                         other => {
@@ -198,13 +176,23 @@ impl Args {
                         }
                     }
                 }
-                "--namespace" | "-n" => parsed.namespace = Some(value("--namespace")?),
-                "--user" => parsed.user = Some(value("--user")?),
-                "--storage" => parsed.storage = Some(PathBuf::from(value("--storage")?)),
-                "--authfile" => parsed.authfile = Some(PathBuf::from(value("--authfile")?)),
-                "--cert-dir" => parsed.cert_dir = Some(PathBuf::from(value("--cert-dir")?)),
-                "--help" | "-h" if inline.is_none() => parsed.help = true,
-                _ => return Err(UsageError::Unknown(text.to_owned())),
+                Short('n') | Long("namespace") => {
+                    parsed.namespace = Some(option_value(&mut parser, "--namespace")?)
+                }
+                Long("user") => parsed.user = Some(option_value(&mut parser, "--user")?),
+                Long("storage") => {
+                    parsed.storage = Some(PathBuf::from(option_value(&mut parser, "--storage")?))
+                }
+                Long("authfile") => {
+                    parsed.authfile = Some(PathBuf::from(option_value(&mut parser, "--authfile")?))
+                }
+                Long("cert-dir") => {
+                    parsed.cert_dir = Some(PathBuf::from(option_value(&mut parser, "--cert-dir")?))
+                }
+                Short('h') | Long("help") => parsed.help = true,
+                Short(c) => return Err(UsageError::Unknown(format!("-{c}"))),
+                Long(name) => return Err(UsageError::Unknown(format!("--{name}"))),
+                Value(v) => return Err(UsageError::Unknown(v.to_string_lossy().into_owned())),
             }
         }
         if parsed.help {
@@ -262,6 +250,48 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// The value of `option`: the next argument, or what follows `=`.
+fn option_value(parser: &mut lexopt::Parser, option: &'static str) -> Result<String, UsageError> {
+    match parser.value() {
+        Ok(value) => value.into_string().map_err(|value| UsageError::Invalid {
+            option,
+            value: value.to_string_lossy().into_owned(),
+            reason: "not valid UTF-8".to_owned(),
+        }),
+        Err(_) => Err(UsageError::MissingValue(option)),
+    }
+}
+
+/// `KEY=VALUE` of `--build-arg`.
+fn build_arg(pair: String) -> Result<(String, String), UsageError> {
+    let invalid = |reason: &str| UsageError::Invalid {
+        option: "--build-arg",
+        value: pair.clone(),
+        reason: reason.to_owned(),
+    };
+    let (key, value) = pair
+        .split_once('=')
+        .ok_or_else(|| invalid("expected `KEY=VALUE`"))?;
+    if key.is_empty() {
+        return Err(invalid("the key is empty"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// What `lexopt` cannot read: a flag given a value (`--no-push=yes`), or an argument that is
+/// not UTF-8.
+fn unknown(error: lexopt::Error) -> UsageError {
+    UsageError::Unknown(match error {
+        lexopt::Error::UnexpectedValue { option, value } => {
+            format!("{option}={}", value.to_string_lossy())
+        }
+        lexopt::Error::UnexpectedArgument(arg) | lexopt::Error::NonUnicodeValue(arg) => {
+            arg.to_string_lossy().into_owned()
+        }
+        other => other.to_string(),
+    })
 }
 
 /// Run `runner-k8s-hook build` with the arguments after `build`: the build log goes to stderr,
@@ -654,6 +684,32 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn stray_words_and_flags_with_values_are_refused_by_name() {
+        let base = ["--context", ".", "--image", "r:5000/x"];
+        let error = |extra: &[&str]| parse(&[&base[..], extra].concat()).unwrap_err().to_string();
+        assert_eq!(
+            error(&["--no-push=yes"]),
+            "unknown argument `--no-push=yes` for `build`"
+        );
+        assert_eq!(
+            error(&["Dockerfile"]),
+            "unknown argument `Dockerfile` for `build`"
+        );
+        assert_eq!(error(&["-x"]), "unknown argument `-x` for `build`");
+        assert_eq!(error(&["--file"]), "`--file` needs a value");
+        let short = parse(
+            &[
+                &base[..],
+                &["-fdocker/Dockerfile", "-n", "ns", "--executor=pod"],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(short.file, Some(PathBuf::from("docker/Dockerfile")));
+        assert_eq!(short.namespace.as_deref(), Some("ns"));
     }
 
     #[test]
