@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use tokio::io::AsyncWriteExt as _;
 use tracing::info;
 
+use super::step::Surroundings;
 use crate::config;
 use crate::image::Executor;
 use crate::image::context::BuildContext;
@@ -67,15 +68,10 @@ pub async fn build(
         &action_name(dockerfile, &work_dir, repository),
     );
 
-    let template = session
-        .hook_template()
-        .context("the hook template is unusable")?;
-    let runner = session.runner_pod().await;
-    let owner = session.owner(runner.as_ref());
-    let work_volume = super::step_work_volume(state, session, runner.as_ref());
+    let around = Surroundings::read(session, state).await?;
     let sub_path;
     let packed;
-    let source = match &work_volume {
+    let source = match &around.work_volume {
         WorkVolume::Claim {
             claim_name,
             placement,
@@ -111,10 +107,10 @@ pub async fn build(
     );
     let executor = PodExecutor {
         session,
-        owner: owner.as_ref(),
+        owner: around.owner.as_ref(),
         source,
-        template: template.as_ref(),
-        tolerations: super::runner_tolerations(runner.as_ref()),
+        template: around.template.as_ref(),
+        tolerations: around.tolerations(),
     };
 
     // The build log goes to the step log, folded in a group the runner shows collapsed.

@@ -117,16 +117,3 @@ pub(crate) fn choose_work_volume(session: &Session, runner: Option<&RunnerPod>) 
 pub(crate) fn runner_tolerations(runner: Option<&RunnerPod>) -> &[Toleration] {
     runner.map(|r| r.tolerations.as_slice()).unwrap_or_default()
 }
-
-/// The work volume of a step's pods: the job's choice when there is a job (its state), else the
-/// same choice `prepare_job` would make (a job without `container:` never ran it).
-pub(crate) fn step_work_volume(
-    state: Option<&State>,
-    session: &Session,
-    runner: Option<&RunnerPod>,
-) -> WorkVolume {
-    match state.and_then(|s| s.data_plane) {
-        Some(crate::protocol::DataPlane::Copy) => WorkVolume::EmptyDir,
-        _ => choose_work_volume(session, runner),
-    }
-}

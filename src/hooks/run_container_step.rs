@@ -19,15 +19,13 @@ use anyhow::Context as _;
 use tracing::{debug, info, warn};
 
 use super::Outcome;
-use super::step::{self, FILE_COMMANDS, WORK_MOUNT};
-use crate::k8s::objects::RunnerPod;
+use super::step::{self, FILE_COMMANDS, Surroundings, WORK_MOUNT};
 use crate::k8s::wait::{self, Goal, Reached};
 use crate::k8s::{Session, Undo, logs};
 use crate::protocol::{ContainerDefinition, State};
 use crate::spec::names::{self, JOB_CONTAINER};
-use crate::spec::template::Template;
 use crate::spec::{
-    self, FILES_CONTAINER, Owner, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
+    self, FILES_CONTAINER, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
 };
 use crate::transfer::{self, CopyOptions};
 
@@ -113,10 +111,8 @@ struct ContainerStep<'a> {
     started: Instant,
     /// The runner's `_work` directory.
     work_dir: PathBuf,
-    template: Option<Template>,
-    runner: Option<RunnerPod>,
-    owner: Option<Owner>,
-    work_volume: WorkVolume,
+    /// Template, runner pod, owner and work volume.
+    around: Surroundings,
     /// The job pod, when the job has one (copy mode keeps its workspace in step).
     job_pod: Option<&'a str>,
     /// The workspace on the runner host and its path relative to `_work`.
@@ -140,12 +136,7 @@ impl<'a> ContainerStep<'a> {
     ) -> anyhow::Result<ContainerStep<'a>> {
         let started = Instant::now();
         let work_dir = super::runner_work_dir(session)?;
-        let template = session
-            .hook_template()
-            .context("the hook template is unusable")?;
-        let runner = session.runner_pod().await;
-        let owner = session.owner(runner.as_ref());
-        let work_volume = super::step_work_volume(state, session, runner.as_ref());
+        let around = Surroundings::read(session, state).await?;
         let job_pod = state.map(|s| s.job_pod.as_str()).filter(|p| !p.is_empty());
         let workspace = workspace_dir(args, &work_dir)?;
         Ok(ContainerStep {
@@ -153,17 +144,14 @@ impl<'a> ContainerStep<'a> {
             session,
             started,
             work_dir,
-            template,
-            runner,
-            owner,
-            work_volume,
+            around,
             job_pod,
             workspace,
         })
     }
 
     fn copy_mode(&self) -> bool {
-        matches!(self.work_volume, WorkVolume::EmptyDir)
+        matches!(self.around.work_volume, WorkVolume::EmptyDir)
     }
 
     /// The image pull secret: the registry Secret for a built image, or a new Secret from the
@@ -174,8 +162,12 @@ impl<'a> ContainerStep<'a> {
             _ if registry_secret.is_some() => Ok(registry_secret.map(str::to_owned)),
             Some(registry) if registry.username.as_deref().is_some_and(|u| !u.is_empty()) => {
                 let name = names::secret(&session.runner_pod, &names::random_suffix());
-                let secret =
-                    spec::pull_secret(&name, &session.runner_pod, self.owner.as_ref(), &[registry]);
+                let secret = spec::pull_secret(
+                    &name,
+                    &session.runner_pod,
+                    self.around.owner.as_ref(),
+                    &[registry],
+                );
                 session.create_secret(&secret).await?;
                 session.undo.push(Undo::DeleteSecret(name.clone()));
                 Ok(Some(name))
@@ -214,7 +206,7 @@ impl<'a> ContainerStep<'a> {
             .create_secret(&spec::env_secret(
                 &env_secret,
                 &session.runner_pod,
-                self.owner.as_ref(),
+                self.around.owner.as_ref(),
                 &self.args.environment_variables,
             ))
             .await?;
@@ -223,16 +215,16 @@ impl<'a> ContainerStep<'a> {
         let plan = spec::step_pod(&StepPodInput {
             runner_pod: &session.runner_pod,
             suffix: &names::random_suffix(),
-            owner: self.owner.as_ref(),
+            owner: self.around.owner.as_ref(),
             work_dir: &self.work_dir,
-            work_volume: &self.work_volume,
+            work_volume: &self.around.work_volume,
             runner_image: &session.config.runner_image,
             image,
             pull_secret,
             env_secret: Some(&env_secret),
             args: self.args,
-            template: self.template.as_ref(),
-            tolerations: super::runner_tolerations(self.runner.as_ref()),
+            template: self.around.template.as_ref(),
+            tolerations: self.around.tolerations(),
         })
         .context("cannot build the step pod")?;
         let name = plan.pod.metadata.name.clone().unwrap_or_default();
