@@ -1,5 +1,5 @@
 # Two entry points for a newcomer on a fresh Debian machine; each installs what it needs.
-#   make test   every test: formatting, lints, unit, golden, fake-API, CLI, shim and build tests
+#   make test   every test: formatting, lints, doc links, unit, golden, fake-API, CLI, shim and build tests
 #   make demo   the main job (see README)
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -12,6 +12,7 @@ deps:
 test: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --lib --locked
 	$(CARGO) test --locked
 
 lint:

@@ -4,6 +4,9 @@
 //! Hints are chosen by downcasting the error chain to the typed errors of `config`, `protocol`
 //! and `k8s` (uv's `diagnostics.rs`), so the text that tells a user what to do lives here, in one
 //! place, and is tested against the exact output.
+//!
+//! The top of the flow: it may name the error types of every layer, and nothing in the library
+//! imports it (`main.rs` renders with it).
 
 use crate::cli::build::UsageError;
 use crate::config::{self, ConfigError};

@@ -1,6 +1,8 @@
 //! Logging: `tracing` to stderr, without timestamps (the runner stamps every line) or colours.
 //!
 //! stdout is reserved for the step's own output, which the runner parses for workflow commands.
+//! Owns the subscriber's set-up only; reads its filter from [`crate::config`], never the
+//! environment itself.
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,4 +1,6 @@
 //! Lexical path handling shared by the spec builders and the build context.
+//!
+//! Owns `..`/`.` normalisation without touching the file system; imports nothing from the crate.
 
 use std::path::{Component, Path, PathBuf};
 

@@ -15,7 +15,8 @@
 //! `..._STORAGE_DRIVER`, `..._BUILD_TIMEOUT_SECONDS`), with the same allow-list; in the cluster,
 //! so do the profile, builder image, resources, registry Secret and CA.
 //!
-//! This module parses arguments and wires the engine together; it runs nothing itself.
+//! This module parses arguments and wires the engine together; it runs nothing itself and holds
+//! no build logic (that is [`crate::image`] and [`crate::k8s::build`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -299,7 +300,7 @@ fn unknown(error: lexopt::Error) -> UsageError {
 /// deleted within [`CANCEL_GRACE`]) and returns [`Cancelled`].
 ///
 /// # Errors
-/// A [`UsageError`], a [`super::BuildError`], [`Cancelled`], or an I/O or cluster failure, with
+/// A [`UsageError`], a [`crate::image::BuildError`], [`Cancelled`], or an I/O or cluster failure, with
 /// context.
 pub async fn run(
     args: &[OsString],

@@ -87,7 +87,7 @@ pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 pub const DEFAULT_BUILD_CONTEXT_LIMIT_MB: u64 = 100;
 
 /// Configuration of Dockerfile builds (docs/user/dockerfile-actions.md), read by
-/// [`BuildConfig::from_vars`].
+/// `BuildConfig::from_vars`.
 #[derive(Debug, Clone)]
 pub struct BuildConfig {
     /// [`REGISTRY_HOST`].

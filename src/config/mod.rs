@@ -8,6 +8,9 @@
 //! (`actions/runner-container-hooks` `packages/k8s`), so an ARC deployment configured for it keeps
 //! working. Where that hook warned and fell back on an invalid value, we fail with an error that
 //! names the variable and the accepted form: a typo in a timeout should not silently become 600 s.
+//!
+//! Owns the hook's variables and their parsing; the build variables are in `config/build.rs` (re-exported
+//! here). It calls nothing: other modules get a [`Config`].
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,8 @@
 //! Dockerfile container actions: build the action's image in a build pod, push it under a random
 //! tag, and hand back the pull-host reference pinned by digest (docs/user/dockerfile-actions.md). The step then runs
 //! from it exactly like an image step ([`super::run_container_step::run_image`]).
+//! Owns the decisions of a Dockerfile action (registry hosts, image name, where the context
+//! comes from); the build itself is [`crate::k8s::build::PodExecutor`]'s.
 
 use std::path::Path;
 

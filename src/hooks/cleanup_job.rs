@@ -1,5 +1,6 @@
 //! `cleanup_job`: delete the job's pods and secrets, found by the `runner-pod` label and nothing
 //! else. Idempotent: safe to run twice, after a failed `prepare_job`, or with no state at all.
+//! Touches nothing without our label.
 
 use anyhow::Context as _;
 use tracing::info;

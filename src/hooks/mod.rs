@@ -1,5 +1,10 @@
 //! One module per runner command, named exactly after it, and the single `match` that
 //! dispatches a request to it.
+//!
+//! Owns what each command does and in which order: the policy. The mechanics are below it:
+//! objects are planned by `spec`, created and awaited through `k8s`, files moved by `transfer`,
+//! images built by `image`. A hook module never calls the API client itself, and no hook module
+//! borrows from a sibling: what steps share is in [`step`].
 
 pub mod build_action;
 pub mod cleanup_job;

@@ -4,7 +4,8 @@
 //! Order matters for what a user sees when something is wrong: permissions and configuration
 //! are checked before anything is created; a pod that cannot start fails at once with the
 //! kubelet's reason; whatever this command created is deleted again when it fails (and by
-//! `cleanup_job` in any case, which finds everything by label).
+//! `cleanup_job` in any case, which finds everything by label). The job pod's shape is
+//! [`crate::spec`]'s; this module decides only what goes into it and what happens around it.
 
 use std::time::Instant;
 

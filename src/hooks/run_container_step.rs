@@ -11,6 +11,8 @@
 //! deleted. Each workspace copy into a pod carries the modes and owners the copy out of the
 //! previous pod received ([`CopyOptions::recorded`]): the runner cannot chown, the pods' copy
 //! helpers run as root and can, so a step's `0600` file of uid 4242 reaches the next pod as such.
+//!
+//! [`run_image`] reads as the step's phases; the step pod's shape is [`crate::spec`]'s.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

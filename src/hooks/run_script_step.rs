@@ -18,6 +18,9 @@
 //! In copy mode the runner's `_temp` (the step script, file-command files) goes into the pod
 //! before the step and `_temp/_runner_file_commands` comes back after it, so `GITHUB_OUTPUT`,
 //! `GITHUB_ENV`, `GITHUB_PATH`, `GITHUB_STATE` and the step summary work.
+//!
+//! Owns the wrapper and follower scripts and the re-attach policy; the exec protocol is
+//! [`crate::k8s::exec`]'s.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

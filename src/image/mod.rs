@@ -1,21 +1,24 @@
-//! Building Dockerfile container actions: the build context, the build pod, and the engine that
-//! builds an image with Buildah and pushes it to the configured registry.
+//! The image build engine: from a Dockerfile and its context to an image pushed to a registry,
+//! with Buildah, through one generated script.
 //!
-//! One engine, several doors (docs/user/dockerfile-actions.md): the hook's `run_container_step` for `runs.image:
-//! Dockerfile` actions (through a build pod), the `runner-k8s-hook build` subcommand and the
-//! JavaScript action (`action.yml`, through the host's `buildah`). Every door describes the build
-//! as a [`BuildSpec`], turns it into one shell script with [`script::argv`], and hands both to an
-//! [`Executor`], which runs the script somewhere and reports a [`BuildOutcome`] or a typed
-//! [`BuildError`].
+//! One engine, several doors (docs/user/dockerfile-actions.md): the hook's `run_container_step`
+//! for `runs.image: Dockerfile` actions (through a build pod), the `runner-k8s-hook build`
+//! subcommand and the JavaScript action (`action.yml`, through the host's `buildah`). Every door
+//! describes the build as a [`BuildSpec`], turns it into one shell script with [`script::argv`],
+//! and hands both to an [`Executor`], which runs the script somewhere and reports a
+//! [`BuildOutcome`] or a typed [`BuildError`].
 //!
-//! - [`reference`]: image names, random tags, digests (pure).
+//! - [`context`]: the build context (`.dockerignore`, symlinks, size limit, tar).
+//! - [`mod@reference`]: image names, random tags, digests (pure).
 //! - [`options`]: the allow-list of extra Buildah options (pure).
-//! - [`script`]: the build script both executors run (pure).
+//! - [`script`]: the build script every executor runs (pure).
 //! - [`local`]: the executor that runs the script on this machine, optionally as another
 //!   (unprivileged) user.
-//! - [`cli`]: the `build` subcommand.
-//! - [`context`]: the build context (`.dockerignore`, symlinks, size limit, tar).
-//! - [`pod`]: the build pod spec (pure).
+//!
+//! The build pod's spec is `crate::spec::build_pod`'s and the executor that runs it is
+//! `crate::k8s::build`'s: this module knows nothing about Kubernetes (tests/it/layering.rs checks
+//! it), so a new builder is a new [`Executor`] (beside [`local`], or in `k8s` when it needs the
+//! API) that runs [`script::argv`].
 //!
 //! # What a pod executor must provide
 //! The script is the contract, so a pod executor only has to set the stage and read the result:

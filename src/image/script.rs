@@ -21,7 +21,7 @@
 //!    quietly makes it overlay's mount program, the check passes, and only the mount fails
 //!    (`fuse: failed to open /dev/fuse: Permission denied` where the build user cannot open
 //!    `/dev/fuse`). On any failure of the probe the script logs one line with the reason
-//!    ([`FALLBACK_REASON`]) and uses vfs;
+//!    (`FALLBACK_REASON`) and uses vfs;
 //! 6. `buildah build` → `buildah push --digestfile` → writes `<image>@<digest>` to
 //!    [`BuildSpec::result_path`] (the termination message in a pod).
 //!

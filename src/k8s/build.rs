@@ -4,6 +4,10 @@
 //! the `stage` init container, streams the build log live, waits for the build container's end
 //! by watch (failing fast on image-pull and scheduling errors), reads `<ref>@<digest>` from the
 //! termination message, and deletes the pod in every case.
+//!
+//! Owns the pod side of a build: the script's paths in the pod ([`build_spec`]), checking the
+//! created pod ([`verify_created`]) and explaining a refusal ([`explain_rejection`]). The pod
+//! itself is [`crate::spec::build_pod`]'s; what to build is the caller's.
 
 use std::time::Instant;
 

@@ -16,6 +16,9 @@
 //!
 //! Output frames are written and flushed one by one, so step output reaches the runner live and
 //! unmodified (it parses `::` workflow commands from it).
+//!
+//! Owns the exec protocol; implements [`crate::transfer::Remote`] so copy mode can run its
+//! scripts through it, and knows nothing of what the commands are for.
 
 use std::time::Duration;
 

@@ -6,7 +6,8 @@
 //! the time of the last line it passed on and how many lines carried that time, and resumes
 //! with `sinceTime` (whole seconds, which is what kube sends) while skipping the lines it has
 //! already passed on. Every line reaches the output once, in order, without its timestamp.
-//! Container-step and build logs both use it.
+//! Container-step and build logs both use it. Owns reading logs; never decides when a step has
+//! ended (that is [`super::wait`]).
 
 use futures::AsyncBufReadExt as _;
 use k8s_openapi::jiff::{Timestamp, Unit};

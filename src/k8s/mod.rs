@@ -1,8 +1,15 @@
 //! Everything that talks to the Kubernetes API. No other module calls `kube::Api`.
 //!
 //! [`Session`] is built once per invocation and borrowed by every hook: the client, the
-//! namespace, the configuration and the runner pod's name. Pure spec builders live beside it and
-//! are tested without a cluster.
+//! namespace, the configuration, the runner pod's name and the undo log of what this command
+//! created. The submodules are the verbs: [`objects`] (create, get, list, delete), [`rbac`]
+//! (pre-flight), [`retry`] (the one policy for transient API errors), [`wait`] (a pod reaching a
+//! goal), [`exec`] (commands in a container), [`logs`] (following a container's log) and
+//! [`build`] (the image build engine's pod executor).
+//!
+//! Owns every API call and the policies around them (retry, wait, undo). May use `spec` for the
+//! objects it creates, `transfer` for the copy seam it implements, `image` for the executor
+//! contract and `config`; must not decide what a hook command does (that is `hooks`).
 
 pub mod build;
 pub mod exec;

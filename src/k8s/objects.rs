@@ -1,6 +1,7 @@
 //! Creating, reading and deleting the objects we own: pods and secrets, found by the
 //! `runner-pod` label. Expected API statuses are handled on purpose: 409 on create, 404 on
-//! delete (kube `examples/pod_api.rs`).
+//! delete (kube `examples/pod_api.rs`). Owns these calls and the runner pod's facts
+//! ([`RunnerPod`]); the objects' content comes from `spec`.
 
 use k8s_openapi::api::core::v1::{Pod, Secret, Toleration};
 use kube::Api;

@@ -1,6 +1,7 @@
 //! Pre-flight permission check: ask the API server (`SelfSubjectAccessReview`) whether our
 //! service account may do everything the hook does, and name every missing verb at once, with
 //! the Role that grants them (docs/user/rbac.md), instead of failing half-way through a job.
+//! Owns the list of what the hook needs ([`REQUIRED`]); changes nothing in the cluster.
 
 use std::fmt;
 

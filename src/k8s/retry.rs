@@ -11,6 +11,9 @@
 //! (`kube-client` `client/retry.rs`); this layer covers what it does not: refused and reset
 //! connections, timeouts, 500 and 502, failed WebSocket upgrades, and outages longer than its
 //! own retries.
+//!
+//! Owns which errors are transient and how long to keep trying; every API call of `k8s` goes
+//! through it. A new retry policy goes here, not into the callers.
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,9 +32,9 @@ pub const OUTAGE_BUDGET: Duration = Duration::from_secs(90);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// First pause between attempts; it doubles up to [`MAX_DELAY`].
-const FIRST_DELAY: Duration = Duration::from_millis(200);
+pub const FIRST_DELAY: Duration = Duration::from_millis(200);
 /// Longest pause between attempts.
-const MAX_DELAY: Duration = Duration::from_secs(5);
+pub const MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// Whether `error` may pass by itself: the API server was unreachable (refused, reset, timed
 /// out), overloaded (429), or failed on its side (500, 502, 503, 504), including a WebSocket

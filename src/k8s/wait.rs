@@ -15,6 +15,8 @@
 //!   printed once, and again when they change, and the last one is in the final error;
 //! - an API server that is gone for a while (an upgrade, a restart) does not end the wait: a
 //!   watch resumes, a poll keeps polling, for up to [`retry::OUTAGE_BUDGET`].
+//!
+//! Owns when a pod counts as started, ended or failed; creates and deletes nothing.
 
 use std::collections::BTreeMap;
 use std::fmt;

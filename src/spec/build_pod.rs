@@ -1,7 +1,7 @@
 //! The build pod: a pure function from the build's inputs to the pod that runs the build script
 //! (docs/user/dockerfile-actions.md, docs/user/build-pod-security.md), and the words that explain why a cluster refused one.
 //!
-//! Owns the pod layout (the paths below are the contract with [`super::BuildSpec`]: the pod
+//! Owns the pod layout (the paths below are the contract with [`crate::image::BuildSpec`]: the pod
 //! executor fills the spec with them) and the security profiles. It must not call the API, read
 //! files or draw random numbers: the same input always gives the same pod (golden files in
 //! `src/spec/snapshots/`).
