@@ -14,7 +14,8 @@
 //! - [`local`]: the executor that runs the script on this machine, optionally as another
 //!   (unprivileged) user.
 //! - [`cli`]: the `build` subcommand.
-//! - [`context`]: the build context (`.dockerignore`, symlinks, size limit, tar).
+//! - [`context`]: the build context (ignore file, symlinks, size limit, tar).
+//! - [`dockerignore`]: Docker's `.dockerignore` syntax and matching (pure).
 //! - [`pod`]: the build pod spec (pure).
 //!
 //! # What a pod executor must provide
@@ -32,6 +33,7 @@
 //!    anything else → [`failure`] with the exit code and the last lines.
 
 pub mod context;
+pub mod dockerignore;
 pub mod local;
 pub mod options;
 pub mod reference;
