@@ -289,9 +289,13 @@ impl Pattern {
 
 /// Parse a class after its `[` at `chars[start]`, with `filepath.Match`'s rules: an optional `^`,
 /// then at least one `c` or `lo-hi` (`\` escapes; an unescaped `-` or `]` cannot start a range),
-/// then `]`. Returns the token and the index after `]`.
+/// then `]`. Returns the token and the index after `]`. A range whose ends are reversed (`z-a`)
+/// passes `filepath.Match`'s check but not the regular expression `patternmatcher` compiles the
+/// pattern to, so Docker fails on it; it is refused here too.
 fn parse_class(chars: &[char], start: usize) -> Result<(Token, usize), &'static str> {
     const BAD: &str = "a `[...]` class is malformed (unclosed, empty, or with a bad range)";
+    const REVERSED: &str =
+        "a `[...]` range ends before it starts; write it low to high (`a-z`, not `z-a`)";
     let mut i = start;
     let negated = chars.get(i) == Some(&'^');
     if negated {
@@ -322,6 +326,9 @@ fn parse_class(chars: &[char], start: usize) -> Result<(Token, usize), &'static 
         } else {
             lo
         };
+        if lo > hi {
+            return Err(REVERSED);
+        }
         ranges.push((lo, hi));
     }
 }
@@ -453,6 +460,7 @@ mod tests {
             ("x\\", 1),
             ("[a-]", 1),
             ("[^]", 1),
+            ("ok\n[z-a]", 2),
         ] {
             let err = IgnorePatterns::parse(text.as_bytes()).unwrap_err();
             assert_eq!(err.line, line, "{text:?}: {err}");
