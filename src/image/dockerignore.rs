@@ -500,4 +500,423 @@ mod tests {
         assert!(!trailing.may_reinclude_below("other"));
         assert!(!patterns("vendor").may_reinclude_below("vendor"));
     }
+
+    // ---------------------------------------------------------------------------------------
+    // Upstream's tests, translated (not copied) into Rust tables. Unless a table says otherwise
+    // the source is github.com/moby/patternmatcher, file `patternmatcher_test.go`; the Go test
+    // each table comes from is named on it. Upstream builds its matcher with `New` from pattern
+    // strings; here every pattern goes through `IgnorePatterns::parse`, which is `ReadAll` then
+    // `New`, so a row's patterns are the lines of an ignore file. `ReadAll` changes a pattern
+    // beyond `New`'s own cleaning only for a leading `/` or `#`, a space after `!`, or a BOM;
+    // the tables whose patterns have one say so. Windows-only rows and subtests (`\` as the separator) are skipped: the
+    // build runs on Linux.
+    // ---------------------------------------------------------------------------------------
+
+    /// How a `TestMatches` row matches: the path itself (`MatchesExact`), only through one of
+    /// its parent directories (`MatchesOrParentMatches` but not `MatchesExact`), or not at all.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Pass {
+        Exact,
+        Inexact,
+        Fail,
+    }
+
+    /// `TestMatches`, its single-pattern `tests` (with the non-Windows rows appended as upstream
+    /// does; its Windows-only row `a\\` on `a\`, inexact there, is skipped).
+    const MATCHES: &[(&str, &str, Pass)] = &[
+        ("**", "file", Pass::Exact),
+        ("**", "file/", Pass::Exact),
+        ("**/", "file", Pass::Exact),
+        ("**/", "file/", Pass::Exact),
+        ("**", "/", Pass::Exact),
+        ("**/", "/", Pass::Exact),
+        ("**", "dir/file", Pass::Exact),
+        ("**/", "dir/file", Pass::Exact),
+        ("**", "dir/file/", Pass::Exact),
+        ("**/", "dir/file/", Pass::Exact),
+        ("**/**", "dir/file", Pass::Exact),
+        ("**/**", "dir/file/", Pass::Exact),
+        ("dir/**", "dir/file", Pass::Exact),
+        ("dir/**", "dir/file/", Pass::Exact),
+        ("dir/**", "dir/dir2/file", Pass::Exact),
+        ("dir/**", "dir/dir2/file/", Pass::Exact),
+        ("**/dir", "dir", Pass::Exact),
+        ("**/dir", "dir/file", Pass::Inexact),
+        ("**/dir2/*", "dir/dir2/file", Pass::Exact),
+        ("**/dir2/*", "dir/dir2/file/", Pass::Inexact),
+        ("**/dir2/**", "dir/dir2/dir3/file", Pass::Exact),
+        ("**/dir2/**", "dir/dir2/dir3/file/", Pass::Exact),
+        ("**file", "file", Pass::Exact),
+        ("**file", "dir/file", Pass::Exact),
+        ("**/file", "dir/file", Pass::Exact),
+        ("**file", "dir/dir/file", Pass::Exact),
+        ("**/file", "dir/dir/file", Pass::Exact),
+        ("**/file*", "dir/dir/file", Pass::Exact),
+        ("**/file*", "dir/dir/file.txt", Pass::Exact),
+        ("**/file*txt", "dir/dir/file.txt", Pass::Exact),
+        ("**/file*.txt", "dir/dir/file.txt", Pass::Exact),
+        ("**/file*.txt*", "dir/dir/file.txt", Pass::Exact),
+        ("**/**/*.txt", "dir/dir/file.txt", Pass::Exact),
+        ("**/**/*.txt2", "dir/dir/file.txt", Pass::Fail),
+        ("**/*.txt", "file.txt", Pass::Exact),
+        ("**/**/*.txt", "file.txt", Pass::Exact),
+        ("a**/*.txt", "a/file.txt", Pass::Exact),
+        ("a**/*.txt", "a/dir/file.txt", Pass::Exact),
+        ("a**/*.txt", "a/dir/dir/file.txt", Pass::Exact),
+        ("a/*.txt", "a/dir/file.txt", Pass::Fail),
+        ("a/*.txt", "a/file.txt", Pass::Exact),
+        ("a/*.txt**", "a/file.txt", Pass::Exact),
+        ("a[b-d]e", "ae", Pass::Fail),
+        ("a[b-d]e", "ace", Pass::Exact),
+        ("a[b-d]e", "aae", Pass::Fail),
+        ("a[^b-d]e", "aze", Pass::Exact),
+        (".*", ".foo", Pass::Exact),
+        (".*", "foo", Pass::Fail),
+        ("abc.def", "abcdef", Pass::Fail),
+        ("abc.def", "abc.def", Pass::Exact),
+        ("abc.def", "abcZdef", Pass::Fail),
+        ("abc?def", "abcZdef", Pass::Exact),
+        ("abc?def", "abcdef", Pass::Fail),
+        ("**/foo/bar", "foo/bar", Pass::Exact),
+        ("**/foo/bar", "dir/foo/bar", Pass::Exact),
+        ("**/foo/bar", "dir/dir2/foo/bar", Pass::Exact),
+        ("abc/**", "abc", Pass::Fail),
+        ("abc/**", "abc/def", Pass::Exact),
+        ("abc/**", "abc/def/ghi", Pass::Exact),
+        ("**/.foo", ".foo", Pass::Exact),
+        ("**/.foo", "bar.foo", Pass::Fail),
+        ("a(b)c/def", "a(b)c/def", Pass::Exact),
+        ("a(b)c/def", "a(b)c/xyz", Pass::Fail),
+        ("a.|)$(}+{bc", "a.|)$(}+{bc", Pass::Exact),
+        (
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            Pass::Exact,
+        ),
+        (
+            "dist/*.whl",
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            Pass::Exact,
+        ),
+        // Not on Windows: `\` escapes.
+        ("a\\\\", "a\\", Pass::Exact),
+        ("a\\*b", "a*b", Pass::Exact),
+    ];
+
+    /// `TestMatches`, its `multiPatternTests`: the patterns are the lines of one file, in order.
+    const MATCHES_MULTI: &[(&[&str], &str, Pass)] = &[
+        (
+            &["**", "!util/docker/web"],
+            "util/docker/web/foo",
+            Pass::Fail,
+        ),
+        (
+            &["**", "!util/docker/web", "util/docker/web/foo"],
+            "util/docker/web/foo",
+            Pass::Exact,
+        ),
+        (
+            &[
+                "**",
+                "!dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            ],
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            Pass::Fail,
+        ),
+        (
+            &["**", "!dist/*.whl"],
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            Pass::Fail,
+        ),
+    ];
+
+    /// `MatchesExact`: the patterns in order, each tried on the path alone, never on a parent.
+    fn matches_exact(patterns: &IgnorePatterns, path: &str) -> bool {
+        let mut matched = false;
+        for pattern in &patterns.patterns {
+            if pattern.exception == matched && pattern.matches(path) {
+                matched = !pattern.exception;
+            }
+        }
+        matched
+    }
+
+    /// `TestMatches`' subtests `MatchesExact` (single patterns only, as upstream) and
+    /// `MatchesOrParentMatches` (what the walk asks). Its `MatchesUsingParentResult(s)` subtests
+    /// expect the same answers as `MatchesOrParentMatches` from an incremental walk; there is one
+    /// matcher here.
+    #[test]
+    fn upstream_matches_table() {
+        let single = MATCHES
+            .iter()
+            .map(|(p, text, pass)| (vec![*p], *text, *pass, true));
+        let multi = MATCHES_MULTI
+            .iter()
+            .map(|(ps, text, pass)| (ps.to_vec(), *text, *pass, false));
+        let mut failures = Vec::new();
+        for (lines, text, pass, check_exact) in single.chain(multi) {
+            let parsed = patterns(&lines.join("\n"));
+            let or_parent = parsed.matches(text);
+            let exact = matches_exact(&parsed, text);
+            if or_parent != (pass != Pass::Fail) || (check_exact && exact != (pass == Pass::Exact))
+            {
+                failures.push(format!(
+                    "{lines:?} on {text:?}: expected {pass:?}, got or-parent {or_parent}, exact {exact}"
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert_eq!(MATCHES.len() + MATCHES_MULTI.len(), 72);
+    }
+
+    /// A `TestMatch` row's expectation: `filepath.ErrBadPattern` is [`Bad`](Match::Bad).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Match {
+        Yes,
+        No,
+        Bad,
+    }
+
+    /// `TestMatch`'s `matchTests`, which upstream took from Go's `filepath.Match` tests and runs
+    /// through the package-level `Matches` (one pattern, its parents tried too).
+    const FILEPATH_MATCH: &[(&str, &str, Match)] = &[
+        ("abc", "abc", Match::Yes),
+        ("*", "abc", Match::Yes),
+        ("*c", "abc", Match::Yes),
+        ("a*", "a", Match::Yes),
+        ("a*", "abc", Match::Yes),
+        ("a*", "ab/c", Match::Yes),
+        ("a*/b", "abc/b", Match::Yes),
+        ("a*/b", "a/c/b", Match::No),
+        ("a*b*c*d*e*/f", "axbxcxdxe/f", Match::Yes),
+        ("a*b*c*d*e*/f", "axbxcxdxexxx/f", Match::Yes),
+        ("a*b*c*d*e*/f", "axbxcxdxe/xxx/f", Match::No),
+        ("a*b*c*d*e*/f", "axbxcxdxexxx/fff", Match::No),
+        ("a*b?c*x", "abxbbxdbxebxczzx", Match::Yes),
+        ("a*b?c*x", "abxbbxdbxebxczzy", Match::No),
+        ("ab[c]", "abc", Match::Yes),
+        ("ab[b-d]", "abc", Match::Yes),
+        ("ab[e-g]", "abc", Match::No),
+        ("ab[^c]", "abc", Match::No),
+        ("ab[^b-d]", "abc", Match::No),
+        ("ab[^e-g]", "abc", Match::Yes),
+        ("a\\*b", "a*b", Match::Yes),
+        ("a\\*b", "ab", Match::No),
+        ("a?b", "a\u{263a}b", Match::Yes),
+        ("a[^a]b", "a\u{263a}b", Match::Yes),
+        ("a???b", "a\u{263a}b", Match::No),
+        ("a[^a][^a][^a]b", "a\u{263a}b", Match::No),
+        ("[a-\u{3b6}]*", "\u{3b1}", Match::Yes),
+        ("*[a-\u{3b6}]", "A", Match::No),
+        ("a?b", "a/b", Match::No),
+        ("a*b", "a/b", Match::No),
+        ("[\\]a]", "]", Match::Yes),
+        ("[\\-]", "-", Match::Yes),
+        ("[x\\-]", "x", Match::Yes),
+        ("[x\\-]", "-", Match::Yes),
+        ("[x\\-]", "z", Match::No),
+        ("[\\-x]", "x", Match::Yes),
+        ("[\\-x]", "-", Match::Yes),
+        ("[\\-x]", "a", Match::No),
+        ("[]a]", "]", Match::Bad),
+        ("[-]", "-", Match::Bad),
+        ("[x-]", "x", Match::Bad),
+        ("[x-]", "-", Match::Bad),
+        ("[x-]", "z", Match::Bad),
+        ("[-x]", "x", Match::Bad),
+        ("[-x]", "-", Match::Bad),
+        ("[-x]", "a", Match::Bad),
+        ("\\", "a", Match::Bad),
+        ("[a-b-c]", "a", Match::Bad),
+        ("[", "a", Match::Bad),
+        ("[^", "a", Match::Bad),
+        ("[^bc", "a", Match::Bad),
+        ("a[", "a", Match::Bad),
+        ("a[", "ab", Match::Bad),
+        ("*x", "xxx", Match::Yes),
+    ];
+
+    /// `TestMatch`. A bad pattern is refused when the file is parsed, with its line; upstream
+    /// refuses it in `New` (through `filepath.Match`'s syntax check), before any path is tried.
+    #[test]
+    fn upstream_filepath_match_table() {
+        let mut failures = Vec::new();
+        for (pattern, text, expected) in FILEPATH_MATCH {
+            let got = match IgnorePatterns::parse(pattern.as_bytes()) {
+                Ok(parsed) if parsed.matches(text) => Match::Yes,
+                Ok(_) => Match::No,
+                Err(e) => {
+                    assert_eq!(e.line, 1, "{pattern:?}: {e}");
+                    Match::Bad
+                }
+            };
+            if got != *expected {
+                failures.push(format!(
+                    "{pattern:?} on {text:?}: expected {expected:?}, got {got:?}"
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert_eq!(FILEPATH_MATCH.len(), 54);
+    }
+
+    /// The one-assertion tests at the top of the file, each `(patterns, path, matched)`:
+    /// `TestWildcardMatches`, `TestPatternMatches`, `TestExclusionPatternMatchesPatternBefore`,
+    /// `TestPatternMatchesFolderExclusions`, `TestPatternMatchesFolderWithSlashExclusions`,
+    /// `TestPatternMatchesFolderWildcardExclusions`, `TestExclusionPatternMatchesPatternAfter`,
+    /// `TestExclusionPatternMatchesWholeDirectory`, `TestMatchesWithNoPatterns`.
+    const SINGLE_TESTS: &[(&[&str], &str, bool)] = &[
+        (&["*"], "fileutils.go", true),
+        (&["*.go"], "fileutils.go", true),
+        (&["!fileutils.go", "*.go"], "fileutils.go", true),
+        (&["docs", "!docs/README.md"], "docs/README.md", false),
+        (&["docs/", "!docs/README.md"], "docs/README.md", false),
+        (&["docs/*", "!docs/README.md"], "docs/README.md", false),
+        (&["*.go", "!fileutils.go"], "fileutils.go", false),
+        // Upstream's `Matches` never excludes `.` itself; `*.go` does not match it either.
+        (&["*.go"], ".", false),
+        (&[], "/any/path/there", false),
+    ];
+
+    #[test]
+    fn upstream_single_tests() {
+        for (lines, text, expected) in SINGLE_TESTS {
+            assert_eq!(
+                patterns(&lines.join("\n")).matches(text),
+                *expected,
+                "{lines:?} on {text:?}"
+            );
+        }
+    }
+
+    /// `TestSingleExclamationError`, `TestCleanPatternsErrorSingleException` (a lone `!`),
+    /// `TestMatchesWithMalformedPatterns` (`[`) and
+    /// `TestMatchesOrParentMatchesMalformedPatternDoesNotPanicOnRepeatedCall` (moby/moby#52203):
+    /// `[Local-Only]/` passes `filepath.Match`'s syntax check in `New` (a range `l-O` whose ends
+    /// are reversed is accepted there) but its regular expression does not compile, so upstream
+    /// fails every match with `ErrBadPattern`, and Docker the build; here the file is refused.
+    #[test]
+    fn upstream_malformed_patterns_are_errors() {
+        for text in ["!", "[", "[Local-Only]/"] {
+            let err = IgnorePatterns::parse(text.as_bytes())
+                .expect_err(&format!("{text:?} must be refused"));
+            assert_eq!(err.line, 1, "{text:?}: {err}");
+        }
+    }
+
+    /// `TestCleanPatterns`, `TestCleanPatternsStripEmptyPatterns` (empty lines are no pattern),
+    /// `TestCleanPatternsExceptionFlag`, `TestCleanPatternsLeadingSpaceTrimmed` and
+    /// `TestCleanPatternsTrailingSpaceTrimmed` (`!` is found after trimming).
+    #[test]
+    fn upstream_clean_patterns() {
+        assert_eq!(patterns("docs\nconfig").patterns.len(), 2);
+        assert_eq!(patterns("docs\nconfig\n").patterns.len(), 2);
+        assert_eq!(patterns("docs\nconfig\n\n   \n").patterns.len(), 2);
+        for text in [
+            "docs\n!docs/README.md",
+            "docs\n  !docs/README.md",
+            "docs\n!docs/README.md  ",
+        ] {
+            let parsed = patterns(text);
+            assert!(parsed.patterns.iter().any(|p| p.exception), "{text:?}");
+            assert_eq!(parsed.patterns[1].text, "docs/README.md", "{text:?}");
+        }
+    }
+
+    /// `TestCompile`'s `compileTests` (the `/` subtest; the `\` one is Windows'): which shortcut
+    /// `compile` picks. Upstream also compares the regular expression; here `Tokens` is matched
+    /// by [`match_tokens`] instead, which the tables above check.
+    #[test]
+    fn upstream_compile_kinds() {
+        let table: &[(&str, &str)] = &[
+            ("*", "tokens"),
+            ("file*", "tokens"),
+            ("*file", "tokens"),
+            ("a*/b", "tokens"),
+            ("**", "suffix"),
+            ("**/**", "tokens"),
+            ("dir/**", "prefix"),
+            ("**/dir", "suffix"),
+            ("**/dir2/*", "tokens"),
+            ("**/dir2/**", "tokens"),
+            ("**file", "suffix"),
+            ("**/file*txt", "tokens"),
+            ("**/**/*.txt", "tokens"),
+            ("a[b-d]e", "tokens"),
+            (".*", "tokens"),
+            ("abc.def", "exact"),
+            ("abc?def", "tokens"),
+            ("**/foo/bar", "suffix"),
+            ("a(b)c/def", "exact"),
+            ("a.|)$(}+{bc", "exact"),
+            (
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                "exact",
+            ),
+        ];
+        for (pattern, expected) in table {
+            let compiled = Pattern::compile(&clean(pattern), false).expect("compiles");
+            let kind = match compiled.kind {
+                Kind::Exact => "exact",
+                Kind::Prefix(_) => "prefix",
+                Kind::Suffix(_) => "suffix",
+                Kind::Tokens => "tokens",
+            };
+            assert_eq!(kind, *expected, "{pattern:?}");
+        }
+        assert_eq!(table.len(), 21);
+    }
+
+    /// github.com/moby/patternmatcher, `ignorefile/ignorefile_test.go`, `TestReadAll`: a leading
+    /// `/` is dropped (also after `!` and a space), comments and empty lines are skipped. Its
+    /// last two lines (`!` and `! `) are read as `!` by `ReadAll` and refused by `New`; here the
+    /// parse refuses the first, on line 8.
+    #[test]
+    fn upstream_read_all() {
+        let content =
+            "test1\n/test2\n/a/file/here\n\nlastfile\n# this is a comment\n! /inverted/abs/path\n";
+        let read: Vec<String> = patterns(content)
+            .patterns
+            .iter()
+            .map(|p| format!("{}{}", if p.exception { "!" } else { "" }, p.text))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                "test1",
+                "test2",
+                "a/file/here",
+                "lastfile",
+                "!inverted/abs/path"
+            ]
+        );
+        let err = IgnorePatterns::parse(format!("{content}!\n! ").as_bytes()).unwrap_err();
+        assert_eq!(err.line, 8, "{err}");
+        assert!(patterns("").is_empty());
+    }
+
+    /// `TestMatchesAmount`, its `isMatch` column, from github.com/containers/storage, file
+    /// `pkg/fileutils/fileutils_test.go` (the copy of this matcher that Buildah's `copier` has
+    /// used). Upstream's inputs start with `/`; `ReadAll` drops the leading `/` of every pattern
+    /// and the walk asks about relative paths, so the inputs here are the same paths, relative.
+    #[test]
+    fn upstream_matches_amount() {
+        let table: &[(&[&str], &str, bool)] = &[
+            (&["1", "2", "3"], "2", true),
+            (&["2", "!2", "!2"], "2", false),
+            (&["1", "2", "2"], "2", true),
+            (&["1", "2", "2", "2"], "2", true),
+            (&["/prefix/path", "/prefix/other"], "prefix/path", true),
+            (&["/prefix*", "/prefix/path"], "prefix/path", true),
+            (&["/prefix*", "!/prefix/path"], "prefix/match", true),
+            (&["/prefix*", "!/prefix/path"], "prefix/path", false),
+        ];
+        for (lines, text, expected) in table {
+            assert_eq!(
+                patterns(&lines.join("\n")).matches(text),
+                *expected,
+                "{lines:?} on {text:?}"
+            );
+        }
+    }
 }
