@@ -8,7 +8,8 @@
 //! and hands both to an [`Executor`], which runs the script somewhere and reports a
 //! [`BuildOutcome`] or a typed [`BuildError`].
 //!
-//! - [`context`]: the build context (`.dockerignore`, symlinks, size limit, tar).
+//! - [`context`]: the build context (ignore file, symlinks, size limit, tar).
+//! - [`dockerignore`]: Docker's `.dockerignore` syntax and matching (pure).
 //! - [`mod@reference`]: image names, random tags, digests (pure).
 //! - [`options`]: the allow-list of extra Buildah options (pure).
 //! - [`script`]: the build script every executor runs (pure).
@@ -35,6 +36,7 @@
 //!    anything else → [`failure`] with the exit code and the last lines.
 
 pub mod context;
+pub mod dockerignore;
 pub mod local;
 pub mod options;
 pub mod reference;
