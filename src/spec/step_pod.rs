@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 use tracing::debug;
 
 use super::mounts::{MountPlanner, empty_dir_volume, fs_init, work_volume};
-use super::names::{self, JOB_CONTAINER};
+use super::names::{self, STEP_CONTAINER};
 use super::pod::{
     PodParts, base_container, environment_without_defaults, non_empty, rejoin_args,
     runner_pod_object,
@@ -85,7 +85,7 @@ pub struct StepPodPlan {
 }
 
 /// The pod of a container step (`run_container_step`): the step image as container `job`
-/// running its own ENTRYPOINT/CMD (or the action's `entrypoint`), with the
+/// ([`STEP_CONTAINER`]) running its own ENTRYPOINT/CMD (or the action's `entrypoint`), with the
 /// runner's container-step layout (`/github/workspace`, `/github/home`, `/github/workflow`,
 /// `/github/file_commands`, `/github/runner_temp`) mapped onto the work volume exactly as for the
 /// job pod.
@@ -106,7 +106,7 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
     let mut definition = input.args.clone();
     definition.image = Some(input.image.to_owned());
     let mut mounts = MountPlanner::new(input.work_dir);
-    let mut step = base_container(JOB_CONTAINER, &definition, &mut mounts, 0)?;
+    let mut step = base_container(STEP_CONTAINER, &definition, &mut mounts, 0)?;
     if let Some(secret) = input.env_secret {
         let (from_secret, plain) = split_env(&definition.environment_variables);
         debug!(
@@ -126,7 +126,7 @@ pub fn step_pod(input: &StepPodInput<'_>) -> Result<StepPodPlan, SpecError> {
     // `docker run [--entrypoint e] image [args]`: without an entrypoint the image's own
     // ENTRYPOINT runs; args replace its CMD (Kubernetes `command`/`args` have the same rules).
     step.command = non_empty(&definition.entry_point).map(|e| vec![e.to_owned()]);
-    step.args = rejoin_args(JOB_CONTAINER, &definition.entry_point_args)?;
+    step.args = rejoin_args(STEP_CONTAINER, &definition.entry_point_args)?;
     let mut containers = vec![step];
     let layout = mounts.finish(&mut containers);
 
