@@ -25,7 +25,7 @@ use super::step::{self, FILE_COMMANDS, Surroundings, WORK_MOUNT};
 use crate::k8s::wait::{self, Goal, Reached};
 use crate::k8s::{Session, Undo, logs};
 use crate::protocol::{ContainerDefinition, State};
-use crate::spec::names::{self, JOB_CONTAINER};
+use crate::spec::names::{self, JOB_CONTAINER, STEP_CONTAINER};
 use crate::spec::{
     self, FILES_CONTAINER, STAGE_CONTAINER, STAGED_MARKER, StepPodInput, WorkVolume,
 };
@@ -301,7 +301,7 @@ impl<'a> ContainerStep<'a> {
             session,
             name,
             &Goal::Started {
-                container: JOB_CONTAINER.to_owned(),
+                container: STEP_CONTAINER.to_owned(),
             },
             session.config.prepare_job_timeout,
         )
@@ -310,7 +310,7 @@ impl<'a> ContainerStep<'a> {
         debug!(pod = %name, elapsed = ?self.started.elapsed(), "step container started");
         let log = follow_log(session, name);
         let terminated = Goal::Terminated {
-            container: JOB_CONTAINER.to_owned(),
+            container: STEP_CONTAINER.to_owned(),
         };
         let end = wait::until(session, name, &terminated, STEP_RUNS_UNTIL_CANCELLED);
         let (log, end) = logs::follow_until(log, end).await;
@@ -415,6 +415,6 @@ fn workspace_dir(
 /// ends (the API server closes a followed log then), resuming after a broken stream.
 async fn follow_log(session: &Session, pod: &str) -> anyhow::Result<()> {
     let mut stdout = tokio::io::stdout();
-    logs::follow(session, pod, JOB_CONTAINER, &mut stdout, &mut |_| {}).await?;
+    logs::follow(session, pod, STEP_CONTAINER, &mut stdout, &mut |_| {}).await?;
     Ok(())
 }

@@ -22,9 +22,17 @@ use rand::RngExt as _;
 /// characters) stays the full name.
 pub const MAX_NAME_LEN: usize = 63;
 
-/// Name of the job container in the job pod, and of the step container in step pods (the
-/// TypeScript hook's `JOB_CONTAINER_NAME`; the hook template addresses it as `$job`).
+/// Name of the job container in the job pod (the TypeScript hook's `JOB_CONTAINER_NAME`; the hook
+/// template addresses it as `$job`).
 pub const JOB_CONTAINER: &str = "job";
+
+/// Name of the step container in a container-step pod. It has the value of [`JOB_CONTAINER`] on
+/// purpose: the hook template's `$job` entry merges into the container named `job`, in the job
+/// pod and in step pods alike ([`PodKind::Step`](super::template::PodKind::Step)), and the
+/// TypeScript hook names its step container `JOB_CONTAINER_NAME` too
+/// (`packages/k8s/src/hooks/run-container-step.ts` in actions/runner-container-hooks), so
+/// templates written for either hook keep applying to the step.
+pub const STEP_CONTAINER: &str = "job";
 
 /// Name of the container in a build pod (the hook template addresses it as `$build`).
 pub const BUILD_CONTAINER: &str = "build";
