@@ -984,7 +984,8 @@ spec:
 
     /// The TypeScript hook's containers all shared the module-level `CONTAINER_VOLUMES` array and
     /// `mergeLists` pushed into it, so `$job` mounts leaked into services and step pods
-    /// (reference §2.9). Here every merge works on copies.
+    /// (`mergeLists` in `packages/k8s/src/k8s/utils.ts` of actions/runner-container-hooks). Here
+    /// every merge works on copies.
     #[test]
     fn regression_shared_container_volumes_do_not_leak() {
         let t = template(
