@@ -20,8 +20,9 @@ use super::{Session, Undo};
 use crate::config::BuildConfig;
 use crate::image::{self, BuildError, BuildOutcome, BuildSpec, Executor, LastLines};
 use crate::spec::build_pod::BuilderProfile;
-use crate::spec::build_pod::{self, BuildPodInput, READY_MARKER, STAGE_CONTAINER};
+use crate::spec::build_pod::{self, BuildPodInput, READY_MARKER};
 use crate::spec::names::BUILD_CONTAINER;
+use crate::spec::names::STAGE_CONTAINER;
 use crate::transfer::{self, CopyOptions, PackedDir};
 use k8s_openapi::api::core::v1::Pod;
 

@@ -49,7 +49,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tracing::warn;
 
-use super::names::{self, BUILD_CONTAINER};
+use super::names::{self, BUILD_CONTAINER, STAGE_CONTAINER};
 use super::template::{self, PodKind, Template, TemplateError};
 use super::{
     Owner, Placement, WORK_VOLUME, node_affinity, node_name, object_labels, owner_reference,
@@ -192,9 +192,6 @@ pub enum ContextSource<'a> {
         stage_image: &'a str,
     },
 }
-
-/// Copy mode: the init container that receives the build context.
-pub const STAGE_CONTAINER: &str = "stage";
 
 /// Everything [`build_pod`] needs.
 #[derive(Debug, Clone, Copy)]

@@ -47,12 +47,12 @@ pub use meta::{
 pub use mounts::{
     EXTERNALS_VOLUME, FS_INIT_CONTAINER, RUNNER_UID, VolumeCopy, WORK_VOLUME, WorkVolume,
 };
+pub use names::{FILES_CONTAINER, STAGE_CONTAINER};
 pub use placement::{Placement, node_affinity, node_name};
 pub use ports::{PortError, PortMapping, PortProtocol, parse_port_mapping, response_ports};
 pub use secrets::{DOCKER_HUB_AUTH_URL, env_secret, pull_secret};
 pub use step_pod::{
-    COPY_HELPER_CAPABILITIES, FILES_CONTAINER, STAGE_CONTAINER, STAGED_MARKER, STEP_WORK_MOUNT,
-    StepPodInput, StepPodPlan, step_pod,
+    COPY_HELPER_CAPABILITIES, STAGED_MARKER, STEP_WORK_MOUNT, StepPodInput, StepPodPlan, step_pod,
 };
 
 use crate::shell::ShellError;

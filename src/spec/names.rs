@@ -37,6 +37,14 @@ pub const STEP_CONTAINER: &str = "job";
 /// Name of the container in a build pod (the hook template addresses it as `$build`).
 pub const BUILD_CONTAINER: &str = "build";
 
+/// Init container of a copy-mode step or build pod: waits until the hook has copied the files in
+/// (a step's `_temp` and workspace, or the build context), then ends so the pod's own container
+/// starts.
+pub const STAGE_CONTAINER: &str = "stage";
+
+/// Sidecar of a copy-mode step pod: outlives the step so the hook can copy its results out.
+pub const FILES_CONTAINER: &str = "files";
+
 /// Container name used when an image reference yields no usable characters.
 pub const FALLBACK_SERVICE_NAME: &str = "service";
 

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 use tracing::debug;
 
 use super::mounts::{MountPlanner, empty_dir_volume, fs_init, work_volume};
-use super::names::{self, STEP_CONTAINER};
+use super::names::{self, FILES_CONTAINER, STAGE_CONTAINER, STEP_CONTAINER};
 use super::pod::{
     PodParts, base_container, environment_without_defaults, non_empty, rejoin_args,
     runner_pod_object,
@@ -28,12 +28,6 @@ use super::{
     WorkVolume,
 };
 use crate::protocol::ContainerDefinition;
-
-/// Init container of a copy-mode step pod: waits until the hook has copied the step's files in.
-pub const STAGE_CONTAINER: &str = "stage";
-
-/// Sidecar of a copy-mode step pod: outlives the step so the hook can copy its results out.
-pub const FILES_CONTAINER: &str = "files";
 
 /// Where `stage` and `files` mount the work volume.
 pub const STEP_WORK_MOUNT: &str = "/__w";
