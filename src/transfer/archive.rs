@@ -5,12 +5,24 @@
 //! talk to the remote side; the copy module (`transfer`) feeds it readers and files.
 //!
 //! Packing writes what GNU tar and BusyBox tar both extract: GNU-format headers, names `./rel`
-//! (`./rel/` for directories), GNU long-name (`L`) and long-link (`K`) records for names of 100
-//! bytes or more, numeric owner only (empty user and group names, so the container maps nothing
-//! by name and root restores the runner's uid/gid), symlinks as symlinks, no entry for the root
-//! itself (extracting must not touch the metadata of the destination directory, which may belong
-//! to someone else), and each directory *after* its contents, so that extractors which set a
-//! directory's mtime when they meet its entry (BusyBox) leave it as it was.
+//! (`./rel/` for directories), numeric owner only (empty user and group names, so the container
+//! maps nothing by name and root restores the runner's uid/gid), symlinks as symlinks, no entry
+//! for the root itself (extracting must not touch the metadata of the destination directory,
+//! which may belong to someone else), and each directory *after* its contents, so that
+//! extractors which set a directory's mtime when they meet its entry (BusyBox) leave it as it
+//! was.
+//!
+//! **Long names.** A name or link target of at most 100 bytes goes into its header field as it
+//! is (with no terminating NUL at exactly 100, as POSIX allows). Longer ones are left to the tar
+//! crate ([`tar::Builder::append_data`], [`tar::Builder::append_link`]), which writes GNU
+//! long-name (`L`) and long-link (`K`) records: `././@LongLink` entries whose data is the whole
+//! name or target and a NUL (GNU tar manual, "Basic Tar Format"). The crate first tries the name
+//! without its `./` (`Header::set_path` drops `.` components), so a `./rel` of 101 or 102 bytes,
+//! and the name of a symlink whose target needs a long-link record, are written as `rel` when
+//! that fits in the header: GNU tar and BusyBox extract `rel` and `./rel` to the same place. The
+//! crate would likewise store a link target of over 100 bytes shortened (doubled slashes and `.`
+//! components dropped) when that makes it fit; such a target gets a long-link record of our own,
+//! the same bytes the crate writes, so every symlink keeps its target as `readlink` gave it.
 //!
 //! **Modes and owners.** Unpacking keeps the mode of files (`rwx` bits) and of directories (plus
 //! `u+rwx`, so the next copy can replace their contents), but never the owner: the runner runs as
@@ -29,7 +41,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek as _, Write};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -41,10 +53,10 @@ use tracing::debug;
 
 use super::checksum::{Sha256, display_bytes};
 
-const BLOCK: u64 = 512;
-/// Names of this length or more go into a GNU long-name record (the header field is 100 bytes).
+/// The header's name and link-name fields: longer names and link targets need a GNU long-name
+/// or long-link record.
 const NAME_FIELD: usize = 100;
-/// Copy buffer for file contents.
+/// Copy buffer for file contents when unpacking.
 const CHUNK: usize = 256 * 1024;
 /// Buffer for writing the archive file.
 const WRITE_BUFFER: usize = 1024 * 1024;
@@ -191,45 +203,17 @@ pub(crate) fn pack(
     exclude: &Exclude,
     recorded: &Recorded,
 ) -> Result<Packed, PackError> {
-    let at = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PackError { path, source }
-    };
-    let file = tempfile::tempfile().map_err(at(&std::env::temp_dir()))?;
-    let mut writer = TarWriter {
-        out: BufWriter::with_capacity(WRITE_BUFFER, file),
-        len: 0,
-        buffer: vec![0; CHUNK],
-    };
-    let mut files = Vec::new();
-    let mut bytes = 0;
-    if !fs::metadata(root).map_err(at(root))?.is_dir() {
-        return Err(PackError {
-            path: root.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-        });
-    }
-    pack_dir(
-        root,
-        &[],
-        exclude,
-        recorded,
-        &mut writer,
-        &mut files,
-        &mut bytes,
-    )?;
-    writer.finish().map_err(at(root))?;
-    let TarWriter { out, len, .. } = writer;
-    let file = out.into_inner().map_err(|e| PackError {
+    let mut packer = Packer::new()?;
+    let at = |source| PackError {
         path: root.to_path_buf(),
-        source: e.into_error(),
-    })?;
-    Ok(Packed {
-        file,
-        len,
-        files,
-        bytes,
-    })
+        source,
+    };
+    if !fs::metadata(root).map_err(at)?.is_dir() {
+        let source = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
+        return Err(at(source));
+    }
+    pack_dir(root, &[], exclude, recorded, &mut packer)?;
+    packer.finish(root)
 }
 
 fn pack_dir(
@@ -237,9 +221,7 @@ fn pack_dir(
     rel: &[u8],
     exclude: &Exclude,
     recorded: &Recorded,
-    writer: &mut TarWriter<BufWriter<File>>,
-    files: &mut Vec<(Vec<u8>, Sha256)>,
-    bytes: &mut u64,
+    packer: &mut Packer,
 ) -> Result<(), PackError> {
     let at = |path: &Path| {
         let path = path.to_path_buf();
@@ -263,65 +245,10 @@ fn pack_dir(
         }
         let meta = fs::symlink_metadata(&path).map_err(at(&path))?;
         if meta.is_dir() {
-            pack_dir(&path, &child, exclude, recorded, writer, files, bytes)?;
+            pack_dir(&path, &child, exclude, recorded, packer)?;
         }
         let record = recorded.0.get(&child);
-        pack_entry(&path, child, &meta, record, writer, files, bytes)?;
-    }
-    Ok(())
-}
-
-/// Write the one entry for `path` (named `rel`, with its `lstat` metadata `meta`): a directory
-/// entry alone (its contents are separate entries), a regular file with its contents, or a
-/// symlink as a symlink. Sockets, FIFOs and devices are skipped.
-fn pack_entry(
-    path: &Path,
-    rel: Vec<u8>,
-    meta: &fs::Metadata,
-    recorded: Option<&EntryMeta>,
-    writer: &mut TarWriter<BufWriter<File>>,
-    files: &mut Vec<(Vec<u8>, Sha256)>,
-    bytes: &mut u64,
-) -> Result<(), PackError> {
-    let at = |source| PackError {
-        path: path.to_path_buf(),
-        source,
-    };
-    let kind = meta.file_type();
-    if kind.is_dir() {
-        let mut name = rel;
-        name.push(b'/');
-        writer
-            .entry(EntryType::Directory, &name, None, meta, recorded, None)
-            .map_err(at)?;
-    } else if kind.is_file() {
-        let mut file = open_for_packing(path, meta).map_err(at)?;
-        let digest = writer
-            .entry(
-                EntryType::Regular,
-                &rel,
-                None,
-                meta,
-                recorded,
-                Some(&mut file),
-            )
-            .map_err(at)?;
-        *bytes += meta.len();
-        files.push((rel, digest));
-    } else if kind.is_symlink() {
-        let target = fs::read_link(path).map_err(at)?;
-        writer
-            .entry(
-                EntryType::Symlink,
-                &rel,
-                Some(target.as_os_str().as_bytes()),
-                meta,
-                None,
-                None,
-            )
-            .map_err(at)?;
-    } else {
-        debug!(path = %path.display(), "not copying a socket, FIFO or device");
+        packer.entry(&path, child, &meta, record)?;
     }
     Ok(())
 }
@@ -332,158 +259,203 @@ fn pack_entry(
 /// list each directory after its contents. Used when the caller selects the files itself (the
 /// build context and its `.dockerignore`).
 pub(crate) fn pack_entries(root: &Path, entries: &[Vec<u8>]) -> Result<Packed, PackError> {
-    let at = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PackError { path, source }
-    };
-    let file = tempfile::tempfile().map_err(at(&std::env::temp_dir()))?;
-    let mut writer = TarWriter {
-        out: BufWriter::with_capacity(WRITE_BUFFER, file),
-        len: 0,
-        buffer: vec![0; CHUNK],
-    };
-    let mut files = Vec::new();
-    let mut bytes = 0;
+    let mut packer = Packer::new()?;
     for rel in entries {
-        let path = root.join(std::ffi::OsStr::from_bytes(rel));
-        let meta = fs::symlink_metadata(&path).map_err(at(&path))?;
-        pack_entry(
-            &path,
-            rel.clone(),
-            &meta,
-            None,
-            &mut writer,
-            &mut files,
-            &mut bytes,
-        )?;
+        let path = root.join(os(rel));
+        let meta = fs::symlink_metadata(&path).map_err(|source| PackError {
+            path: path.clone(),
+            source,
+        })?;
+        packer.entry(&path, rel.clone(), &meta, None)?;
     }
-    writer.finish().map_err(at(root))?;
-    let TarWriter { out, len, .. } = writer;
-    let file = out.into_inner().map_err(|e| PackError {
-        path: root.to_path_buf(),
-        source: e.into_error(),
-    })?;
-    Ok(Packed {
-        file,
-        len,
-        files,
-        bytes,
-    })
+    packer.finish(root)
 }
 
-struct TarWriter<W: Write> {
-    out: W,
-    len: u64,
-    buffer: Vec<u8>,
+/// An archive being written by the tar crate's [`tar::Builder`], with what [`Packed`] reports.
+struct Packer {
+    builder: tar::Builder<BufWriter<File>>,
+    files: Vec<(Vec<u8>, Sha256)>,
+    bytes: u64,
 }
 
-impl<W: Write> TarWriter<W> {
-    /// Write one entry named `./rel`; for a regular file, copy exactly `meta.len()` bytes of
-    /// `data` and return their digest. Mode and owner come from `meta`, or from `recorded`
-    /// ([`header_fields`]).
+impl Packer {
+    /// A packer writing to a new unnamed temporary file.
+    fn new() -> Result<Packer, PackError> {
+        let file = tempfile::tempfile().map_err(|source| PackError {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        Ok(Packer {
+            builder: tar::Builder::new(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            files: Vec::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Write the one entry for `path` (named `./rel`, with its `lstat` metadata `meta`): a
+    /// directory entry alone (its contents are separate entries), a regular file with its
+    /// contents, hashed on the way, or a symlink as a symlink. Sockets, FIFOs and devices are
+    /// skipped. Mode and owner come from `meta`, or from `recorded` ([`header_fields`]).
     fn entry(
         &mut self,
-        kind: EntryType,
-        rel: &[u8],
-        link: Option<&[u8]>,
+        path: &Path,
+        rel: Vec<u8>,
         meta: &fs::Metadata,
         recorded: Option<&EntryMeta>,
-        data: Option<&mut File>,
-    ) -> io::Result<Sha256> {
-        let mut name = b"./".to_vec();
-        name.extend_from_slice(rel);
-        let size = if kind == EntryType::Regular {
-            meta.len()
-        } else {
-            0
+    ) -> Result<(), PackError> {
+        let at = |source| PackError {
+            path: path.to_path_buf(),
+            source,
         };
-        if name.len() >= NAME_FIELD {
-            self.long_record(EntryType::GNULongName, &name)?;
-        }
-        if let Some(link) = link
-            && link.len() >= NAME_FIELD
-        {
-            self.long_record(EntryType::GNULongLink, link)?;
-        }
+        let kind = meta.file_type();
         let mut header = Header::new_gnu();
-        header.set_entry_type(kind);
         let (mode, uid, gid) = header_fields(
-            kind == EntryType::Directory,
+            kind.is_dir(),
             meta.mode(),
             u64::from(meta.uid()),
             u64::from(meta.gid()),
-            recorded.filter(|_| kind != EntryType::Symlink),
+            recorded.filter(|_| !kind.is_symlink()),
         );
         header.set_mode(mode);
         header.set_uid(uid);
         header.set_gid(gid);
         header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
-        header.set_size(size);
-        copy_truncated(&mut header.as_old_mut().name, &name);
-        if let Some(link) = link {
-            copy_truncated(&mut header.as_old_mut().linkname, link);
+        header.set_size(0);
+        let mut name = [b"./", &rel[..]].concat();
+        if kind.is_dir() {
+            name.push(b'/');
+            header.set_entry_type(EntryType::Directory);
+            self.append(header, &name, io::empty()).map_err(at)?;
+        } else if kind.is_file() {
+            header.set_entry_type(EntryType::Regular);
+            header.set_size(meta.len());
+            let mut file = open_for_packing(path, meta).map_err(at)?;
+            let mut data = HashingReader {
+                file: &mut file,
+                remaining: meta.len(),
+                hasher: Sha256::hasher(),
+            };
+            self.append(header, &name, &mut data).map_err(at)?;
+            self.bytes += meta.len();
+            self.files.push((rel, Sha256::finish(data.hasher)));
+        } else if kind.is_symlink() {
+            let target = fs::read_link(path).map_err(at)?;
+            header.set_entry_type(EntryType::Symlink);
+            self.append_symlink(header, &name, target.as_os_str().as_bytes())
+                .map_err(at)?;
+        } else {
+            debug!(path = %path.display(), "not copying a socket, FIFO or device");
         }
-        header.set_cksum();
-        self.write(header.as_bytes())?;
-        let mut hasher = Sha256::hasher();
-        if let Some(file) = data {
-            let mut remaining = size;
-            while remaining > 0 {
-                let want = remaining.min(self.buffer.len() as u64) as usize;
-                let n = file.read(&mut self.buffer[..want])?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the file shrank while it was being packed",
-                    ));
-                }
-                hasher.update(&self.buffer[..n]);
-                self.out.write_all(&self.buffer[..n])?;
-                self.len += n as u64;
-                remaining -= n as u64;
-            }
-            self.pad()?;
-        }
-        Ok(Sha256::finish(hasher))
-    }
-
-    /// A GNU `././@LongLink` record carrying a name that does not fit in a header.
-    fn long_record(&mut self, kind: EntryType, name: &[u8]) -> io::Result<()> {
-        let mut header = Header::new_gnu();
-        header.set_entry_type(kind);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_size(name.len() as u64 + 1);
-        copy_truncated(&mut header.as_old_mut().name, b"././@LongLink");
-        header.set_cksum();
-        self.write(header.as_bytes())?;
-        self.write(name)?;
-        self.write(&[0])?;
-        self.pad()
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)?;
-        self.len += bytes.len() as u64;
         Ok(())
     }
 
-    fn pad(&mut self) -> io::Result<()> {
-        let rest = (BLOCK - self.len % BLOCK) % BLOCK;
-        self.write(&[0; BLOCK as usize][..rest as usize])
+    /// Append `header` under `name` (`./rel`, or `./rel/` for a directory) followed by `data`.
+    /// A name that fits in the header's 100-byte field is written there as it is; a longer one
+    /// is left to [`tar::Builder::append_data`], which writes a GNU long-name (`L`) record
+    /// carrying it in full when it does not fit without its leading `./` either, and otherwise
+    /// puts it in the header without the `./` (see the module docs).
+    fn append(&mut self, mut header: Header, name: &[u8], data: impl Read) -> io::Result<()> {
+        if name.len() <= NAME_FIELD {
+            header.as_old_mut().name[..name.len()].copy_from_slice(name);
+            header.set_cksum();
+            self.builder.append(&header, data)
+        } else {
+            self.builder.append_data(&mut header, os(name), data)
+        }
     }
 
-    /// The end-of-archive marker: two zero blocks.
-    fn finish(&mut self) -> io::Result<()> {
-        self.write(&[0; 2 * BLOCK as usize])?;
-        self.out.flush()
+    /// Append the symlink `header` under `name`, pointing to `target` exactly as `readlink`
+    /// gave it. A target that fits in the header's 100-byte field is written there as it is; a
+    /// longer one goes into a GNU long-link (`K`) record written by
+    /// [`tar::Builder::append_link`], unless the crate would shorten it to fit (see
+    /// [`Packer::long_link`]).
+    fn append_symlink(&mut self, mut header: Header, name: &[u8], target: &[u8]) -> io::Result<()> {
+        if target.len() <= NAME_FIELD {
+            header.set_link_name_literal(target)?;
+        } else if Header::new_gnu().set_link_name(os(target)).is_err() {
+            // Too long even as the crate normalizes it: it writes the `K` record with the
+            // target as it is.
+            return self.builder.append_link(&mut header, os(name), os(target));
+        } else {
+            self.long_link(target)?;
+            header.as_old_mut().linkname[..].copy_from_slice(&target[..NAME_FIELD]);
+        }
+        self.append(header, name, io::empty())
+    }
+
+    /// A GNU long-link (`K`) record carrying `target`, for the one case the tar crate does not
+    /// write as it is: [`tar::Builder::append_link`] first tries `Header::set_link_name`, which
+    /// drops `.` components and doubled slashes, and writes no record when the result fits, so
+    /// `a//b/./c/…` (over 100 bytes, under 100 once shortened) would be stored as `a/b/c/…` and
+    /// a trailing `/.` would be lost. This record is byte for byte what the crate writes
+    /// (`prepare_header` in its `src/builder.rs`): name `././@LongLink`, mode `0644`, uid, gid
+    /// and mtime 0, and the target with a terminating NUL as its data.
+    fn long_link(&mut self, target: &[u8]) -> io::Result<()> {
+        const LONG_LINK: &[u8] = b"././@LongLink";
+        let mut header = Header::new_gnu();
+        header.as_old_mut().name[..LONG_LINK.len()].copy_from_slice(LONG_LINK);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(target.len() as u64 + 1);
+        header.set_entry_type(EntryType::GNULongLink);
+        header.set_cksum();
+        self.builder.append(&header, target.chain(&[0][..]))
+    }
+
+    /// End the archive (two zero blocks) of `root` and measure it.
+    fn finish(self, root: &Path) -> Result<Packed, PackError> {
+        let at = |source| PackError {
+            path: root.to_path_buf(),
+            source,
+        };
+        let Packer {
+            builder,
+            files,
+            bytes,
+        } = self;
+        let mut file = builder
+            .into_inner()
+            .map_err(at)?
+            .into_inner()
+            .map_err(|e| at(e.into_error()))?;
+        let len = file.stream_position().map_err(at)?;
+        Ok(Packed {
+            file,
+            len,
+            files,
+            bytes,
+        })
     }
 }
 
-fn copy_truncated(field: &mut [u8], value: &[u8]) {
-    let n = value.len().min(field.len());
-    field[..n].copy_from_slice(&value[..n]);
+/// Exactly `remaining` bytes of a regular file being packed, hashed as they are read. A file
+/// that shrank since its `lstat` is an error; one that grew is cut at its `lstat` size (the
+/// header already said how long it is).
+struct HashingReader<'a> {
+    file: &'a mut File,
+    remaining: u64,
+    hasher: sha2::Sha256,
+}
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = usize::try_from(self.remaining).map_or(buf.len(), |r| r.min(buf.len()));
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 && want > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was being packed",
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        self.remaining -= n as u64;
+        Ok(n)
+    }
 }
 
 /// What unpacking produced.
@@ -855,6 +827,11 @@ mod tests {
         out
     }
 
+    fn copy_truncated(field: &mut [u8], value: &[u8]) {
+        let n = value.len().min(field.len());
+        field[..n].copy_from_slice(&value[..n]);
+    }
+
     fn sha(data: &[u8]) -> Sha256 {
         let mut h = Sha256::hasher();
         h.update(data);
@@ -1145,5 +1122,199 @@ mod tests {
         let archive = tar_with(&[(b"./a", EntryType::Regular, b"", &[7; 2000])]);
         let err = unpack(&archive[..1000], dst.path(), &Exclude::default()).expect_err("short");
         assert!(matches!(err, UnpackError::Malformed(_)), "{err}");
+    }
+
+    /// What a tree holds, by relative path: directories, file contents, symlink targets.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Node {
+        Dir,
+        File(Vec<u8>),
+        Symlink(Vec<u8>),
+    }
+
+    fn tree(root: &Path) -> std::collections::BTreeMap<Vec<u8>, Node> {
+        fn walk(dir: &Path, prefix: &[u8], out: &mut std::collections::BTreeMap<Vec<u8>, Node>) {
+            for entry in fs::read_dir(dir).expect("ls") {
+                let entry = entry.expect("entry");
+                let rel = [prefix, entry.file_name().as_bytes()].concat();
+                let path = entry.path();
+                let meta = fs::symlink_metadata(&path).expect("meta");
+                if meta.is_dir() {
+                    walk(&path, &[&rel[..], b"/"].concat(), out);
+                    out.insert(rel, Node::Dir);
+                } else if meta.is_symlink() {
+                    let target = fs::read_link(&path).expect("readlink");
+                    out.insert(rel, Node::Symlink(target.as_os_str().as_bytes().to_vec()));
+                } else {
+                    out.insert(rel, Node::File(fs::read(&path).expect("read")));
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk(root, b"", &mut out);
+        out
+    }
+
+    fn archive_bytes(packed: &mut Packed) -> Vec<u8> {
+        let mut archive = Vec::new();
+        io::Seek::rewind(&mut packed.file).expect("rewind");
+        packed.file.read_to_end(&mut archive).expect("read");
+        assert_eq!(archive.len() as u64, packed.len);
+        archive
+    }
+
+    /// A link target over 100 bytes that `Header::set_link_name` would shorten to fit (doubled
+    /// slashes and `.` components dropped), and one it would shorten by its trailing `/.`.
+    fn shortenable_targets() -> [Vec<u8>; 2] {
+        [
+            [&b"a//b/./c/"[..], &[b'q'; 92]].concat(),
+            [&[b'q'; 99][..], b"/."].concat(),
+        ]
+    }
+
+    /// Names whose `./rel` (or `./rel/`) is 99 to 103 bytes, a multi-byte character across the
+    /// 100th byte, names that are not UTF-8 (short and long), link targets of 99 to 150 bytes,
+    /// not UTF-8, or shortenable by the tar crate, and a long-named symlink with a long target.
+    fn boundary_tree(root: &Path) {
+        let write = |rel: &[u8]| {
+            let path = root.join(os(rel));
+            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            fs::write(path, rel).expect("write");
+        };
+        for len in 97..=101 {
+            write(format!("{len:03}{}", "f".repeat(len - 3)).as_bytes());
+            write(format!("d{len:03}{}/x", "d".repeat(len - 5)).as_bytes());
+        }
+        write(b"bad\xff\xfename");
+        write(&[0xff; 120]);
+        write(&[&"\u{e9}".repeat(49).into_bytes()[..], b"x"].concat());
+        // `./u/x` and 47.5 characters: the 100th byte is the first half of an `é`.
+        write(&[&b"u/x"[..], &"\u{e9}".repeat(60).into_bytes()].concat());
+        let link = |name: &[u8], target: &[u8]| {
+            symlink(os(target), root.join(os(name))).expect("symlink");
+        };
+        for len in [99, 100, 101, 150] {
+            link(format!("t{len}").as_bytes(), &b"t".repeat(len));
+        }
+        link(b"t-bad", &[0xfe; 130]);
+        let [doubled, dot] = shortenable_targets();
+        link(b"t-doubled", &doubled);
+        link(b"t-dot", &dot);
+        link(&b"l".repeat(110), &[&b"/abs/"[..], &[b'p'; 120]].concat());
+    }
+
+    #[test]
+    fn names_and_link_targets_around_100_bytes_come_back_exactly_from_every_extractor() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let s = src.path();
+        boundary_tree(s);
+        let mut packed = pack(s, &Exclude::default(), &Recorded::default()).expect("pack");
+        let archive = archive_bytes(&mut packed);
+        let source = tree(s);
+
+        // The names in the archive: `./rel` whenever it fits in the header or needs a long-name
+        // record; `rel` when only that fits, or when the tar crate names a long-target symlink.
+        let shortenable = shortenable_targets();
+        let mut named = 0;
+        for entry in tar::Archive::new(&archive[..]).entries().expect("entries") {
+            let entry = entry.expect("entry");
+            let name = entry.path_bytes().into_owned();
+            let rel = name.strip_prefix(b"./").unwrap_or(&name);
+            let rel = rel.strip_suffix(b"/").unwrap_or(rel);
+            let node = &source[rel];
+            let slash: &[u8] = if *node == Node::Dir { b"/" } else { b"" };
+            let dotted = [&b"./"[..], rel, slash].concat();
+            let crate_named = matches!(node, Node::Symlink(t) if t.len() > 100
+                && !shortenable.contains(t));
+            let expected = if (dotted.len() > 100 || crate_named) && dotted.len() <= 102 {
+                &dotted[2..]
+            } else {
+                &dotted[..]
+            };
+            assert_eq!(display_bytes(&name), display_bytes(expected));
+            if let Node::Symlink(target) = node {
+                let stored = entry.link_name_bytes().expect("link name");
+                assert_eq!(display_bytes(&stored), display_bytes(target));
+            }
+            named += 1;
+        }
+        assert_eq!(named, source.len());
+
+        let ours = tempfile::tempdir().expect("tempdir");
+        unpack(&archive[..], ours.path(), &Exclude::default()).expect("unpack");
+        assert_eq!(tree(ours.path()), source, "unpacked by us");
+
+        // GNU tar and BusyBox tar (when installed), as in the pod.
+        for (program, args) in [("tar", &[][..]), ("busybox", &["tar"][..])] {
+            let dst = tempfile::tempdir().expect("tempdir");
+            let Ok(mut child) = std::process::Command::new(program)
+                .args(args)
+                .args(["-x", "-f", "-", "-C"])
+                .arg(dst.path())
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+            else {
+                eprintln!("{program} is not installed: not extracting with it");
+                continue;
+            };
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(&archive).expect("feed tar");
+            drop(stdin);
+            assert!(child.wait().expect("wait").success(), "{program} failed");
+            assert_eq!(tree(dst.path()), source, "extracted by {program}");
+        }
+    }
+
+    #[test]
+    fn long_name_and_long_link_records_are_the_gnu_ones_and_ours_matches_the_crates() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let s = src.path();
+        let long_name = "n".repeat(120);
+        fs::write(s.join(&long_name), b"x").expect("write");
+        let [doubled, _] = shortenable_targets();
+        symlink(os(&doubled), s.join("ours")).expect("symlink");
+        symlink("t".repeat(doubled.len()), s.join("theirs")).expect("symlink");
+        let mut packed = pack(s, &Exclude::default(), &Recorded::default()).expect("pack");
+        let archive = archive_bytes(&mut packed);
+
+        let mut records = Vec::new();
+        let mut archive = tar::Archive::new(&archive[..]);
+        for entry in archive.entries().expect("entries").raw(true) {
+            let mut entry = entry.expect("entry");
+            let kind = entry.header().entry_type();
+            if matches!(kind, EntryType::GNULongName | EntryType::GNULongLink) {
+                let header = entry.header().clone();
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).expect("read");
+                records.push((header, data));
+            }
+        }
+        let expected = [
+            (
+                EntryType::GNULongName,
+                format!("./{long_name}\0").into_bytes(),
+            ),
+            (EntryType::GNULongLink, [&doubled[..], b"\0"].concat()),
+            (
+                EntryType::GNULongLink,
+                [&b"t".repeat(doubled.len())[..], b"\0"].concat(),
+            ),
+        ];
+        assert_eq!(records.len(), expected.len());
+        for ((header, data), (kind, content)) in records.iter().zip(&expected) {
+            assert_eq!(header.entry_type(), *kind);
+            assert_eq!(data, content);
+            let gnu = header.as_gnu().expect("a GNU header");
+            assert_eq!(&gnu.name[..14], b"././@LongLink\0");
+            assert_eq!(header.size().expect("size"), content.len() as u64);
+            assert_eq!(
+                (&gnu.mode, &gnu.uid, &gnu.gid, &gnu.mtime),
+                (b"0000644\0", b"0000000\0", b"0000000\0", b"00000000000\0")
+            );
+            assert_eq!((gnu.uname, gnu.gname), ([0; 32], [0; 32]));
+        }
+        // Our long-link record (for a target the crate would shorten) and the crate's, for a
+        // target of the same length: the same header, byte for byte.
+        assert_eq!(records[1].0.as_bytes(), records[2].0.as_bytes());
     }
 }

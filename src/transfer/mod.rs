@@ -1,10 +1,13 @@
 //! Moving files between the runner and a pod in copy mode: one tar stream per direction over a
 //! [`Remote`], verified by content, retried as a whole.
 //!
-//! Owns the remote scripts, the verification and the retry policy. It must not know about pods,
-//! hooks or which directories a step needs; `hooks` chooses the paths, `k8s::exec` implements
-//! [`Remote`]. Nothing here needs the remote side to see the end of stdin, so the same code works
-//! on the v4 exec protocol, which cannot half-close stdin (`wsstream/conn.go` in k8s.io/apimachinery: only `v5.channel.k8s.io` has the close channel).
+//! Owns the copy procedure, the verification and the retry policy; the scripts run in the pod
+//! and their arguments belong to `scripts`, the archive format to `archive`, the checksum
+//! listings to `checksum`. It must not know about pods, hooks or which directories a step needs;
+//! `hooks` chooses the paths, `k8s::exec` implements [`Remote`]. Nothing here needs the remote
+//! side to see the end of stdin, so the same code works on the v4 exec protocol, which cannot
+//! half-close stdin (`wsstream/conn.go` in k8s.io/apimachinery: only `v5.channel.k8s.io` has the
+//! close channel).
 //!
 //! **Copy in** ([`copy_in`]): the local directory is packed once into a temporary archive while
 //! each regular file is hashed (sha256). The remote script ([`COPY_IN_SCRIPT`]) reads exactly the
@@ -40,6 +43,7 @@
 mod archive;
 mod checksum;
 pub mod remote;
+mod scripts;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -56,42 +60,9 @@ use tracing::{debug, warn};
 pub use archive::{EntryMeta, Recorded, UnpackError};
 pub use checksum::{FileProblem, ListingError, Problem, Sha256};
 pub use remote::{Remote, Stdin};
+pub use scripts::{COPY_IN_SCRIPT, COPY_OUT_SCRIPT};
 
 use archive::Exclude;
-
-/// Copy-in script. `$1`: destination directory, `$2`: archive length, `$3`: `mirror` to empty
-/// the destination first (else `add`), then the top-level entries of the archive that hold
-/// regular files (`./name`, or `.`). Stdin: the archive.
-/// Stdout: `sha256sum` of every regular file under those entries. Exit code 3: hashing failed
-/// for some file.
-///
-/// `head -c` is the only reader of stdin and nothing follows the archive: BusyBox `head` reads a
-/// pipe with a full buffer and drops what it read past its count, so two readers in a row would
-/// lose bytes and then wait forever on an exec stdin that is never closed.
-pub const COPY_IN_SCRIPT: &str = r#"set -e
-dst=$1
-len=$2
-mode=$3
-shift 3
-mkdir -p "$dst"
-if [ "$mode" = mirror ]; then find "$dst" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; fi
-head -c "$len" | tar -x -p -f - -C "$dst"
-cd "$dst"
-if [ "$#" -gt 0 ]; then find "$@" -type f -exec sha256sum {} + || exit 3; fi
-"#;
-
-/// [`COPY_IN_SCRIPT`]'s exit code when extraction worked but some file could not be hashed (an
-/// unreadable file that was already in the destination, or `sha256sum` missing). The listing
-/// decides then: if every file sent verified, the copy succeeded.
-const HASH_INCOMPLETE: i32 = 3;
-
-/// Copy-out script. `$1`: source directory. Stdout: a tar archive of `.`, then `sha256sum` of
-/// every regular file under `.`.
-pub const COPY_OUT_SCRIPT: &str = r#"set -e
-cd "$1"
-tar -c -f - .
-find . -type f -exec sha256sum {} +
-"#;
 
 /// Attempts per direction before giving up.
 pub const ATTEMPTS: u32 = 3;
@@ -109,10 +80,6 @@ const STDERR_LIMIT: usize = 16 * 1024;
 const READ_BUFFER: usize = 1024 * 1024;
 /// In-memory pipe between the exec stream and the unpacking thread.
 const PIPE_CAPACITY: usize = 1024 * 1024;
-/// Past this many top-level entries, or this many bytes of their names, copy-in hashes the whole
-/// destination (`.`) instead of naming them: arguments travel in the exec URL.
-const TOP_LEVEL_ARGS: usize = 64;
-const TOP_LEVEL_ARGS_BYTES: usize = 8 * 1024;
 /// Files named in a mismatch error.
 const PROBLEMS_SHOWN: usize = 5;
 
@@ -460,16 +427,7 @@ async fn send_packed<R: Remote>(
         "packed"
     );
     let sent: HashMap<Vec<u8>, Sha256> = packed.files.iter().cloned().collect();
-    let argv = script_argv(
-        COPY_IN_SCRIPT,
-        [
-            remote_dir.to_owned(),
-            packed.len.to_string(),
-            if options.mirror { "mirror" } else { "add" }.to_owned(),
-        ]
-        .into_iter()
-        .chain(hash_roots(&packed.files)),
-    );
+    let argv = scripts::copy_in_argv(remote_dir, packed.len, options.mirror, &packed.files);
     let attempt = |_| copy_in_attempt(remote, packed, &sent, argv.clone());
     match retry(options, attempt).await {
         Ok(((), attempts)) => Ok(CopyReport {
@@ -516,7 +474,7 @@ async fn copy_in_attempt<R: Remote>(
         code,
         stderr: stderr.text(),
     };
-    if code != 0 && code != HASH_INCOMPLETE {
+    if code != 0 && code != scripts::HASH_INCOMPLETE {
         return Err(remote_exit());
     }
     let verified = checksum::parse_listing(&stdout, &|name| sent.contains_key(name))
@@ -535,7 +493,7 @@ async fn copy_in_attempt<R: Remote>(
         });
     match verified {
         // Hashing stumbled on something, and it mattered: its stderr says why.
-        Err(_) if code == HASH_INCOMPLETE => Err(remote_exit()),
+        Err(_) if code == scripts::HASH_INCOMPLETE => Err(remote_exit()),
         Err(failure) => Err(failure),
         Ok(()) => {
             stderr.log_if_any();
@@ -579,7 +537,7 @@ pub async fn copy_out_recording<R: Remote>(
     let started = Instant::now();
     check_remote_dir(remote_dir)?;
     let exclude = options.matcher();
-    let argv = script_argv(COPY_OUT_SCRIPT, [remote_dir.to_owned()]);
+    let argv = scripts::copy_out_argv(remote_dir);
     let attempt = |_| copy_out_attempt(remote, local_dir, &exclude, options.mirror, argv.clone());
     match retry(options, attempt).await {
         Ok(((files, bytes, recorded), attempts)) => Ok((
@@ -690,44 +648,6 @@ fn check_remote_dir(remote_dir: &str) -> Result<(), CopyError> {
     }
 }
 
-/// `sh -c SCRIPT sh ARGS...`: arguments travel as positional parameters, never spliced into the
-/// script, so no quoting is needed.
-fn script_argv(script: &str, args: impl IntoIterator<Item = String>) -> Vec<String> {
-    ["sh", "-c", script, "sh"]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(args)
-        .collect()
-}
-
-/// Where copy-in's `find` starts: the distinct top-level entries that hold the files sent
-/// (`./name`), or `.` when there are too many to pass as arguments, or nothing when no file was
-/// sent. Names that are not UTF-8 cannot travel in the exec URL's arguments: then `.` as well.
-fn hash_roots(files: &[(Vec<u8>, Sha256)]) -> Vec<String> {
-    let mut roots: Vec<&[u8]> = Vec::new();
-    for (rel, _) in files {
-        let top = rel.split(|&b| b == b'/').next().unwrap_or_default();
-        if roots.last() != Some(&top) {
-            roots.push(top);
-        }
-    }
-    roots.dedup();
-    let named: Option<Vec<String>> = roots
-        .iter()
-        .map(|r| std::str::from_utf8(r).ok().map(|r| format!("./{r}")))
-        .collect();
-    match named {
-        _ if roots.is_empty() => Vec::new(),
-        Some(named)
-            if named.len() <= TOP_LEVEL_ARGS
-                && named.iter().map(String::len).sum::<usize>() <= TOP_LEVEL_ARGS_BYTES =>
-        {
-            named
-        }
-        _ => vec![".".to_owned()],
-    }
-}
-
 /// Run `attempt` until it succeeds or `options.attempts` attempts failed, waiting
 /// `options.backoff * n` after the n-th failure. Returns the value or the last failure, with the
 /// number of attempts made.
@@ -806,33 +726,6 @@ impl AsyncWrite for CappedBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scripts_take_their_arguments_as_positional_parameters() {
-        let argv = script_argv(COPY_OUT_SCRIPT, ["/__w/a b".to_owned()]);
-        assert_eq!(argv[..2], ["sh", "-c"]);
-        assert_eq!(argv[3..], ["sh", "/__w/a b"]);
-    }
-
-    #[test]
-    fn copy_in_hashes_under_the_top_level_entries_it_sent() {
-        let digest = Sha256([0; 32]);
-        let files = |names: &[&[u8]]| -> Vec<(Vec<u8>, Sha256)> {
-            names.iter().map(|n| (n.to_vec(), digest)).collect()
-        };
-        assert_eq!(
-            hash_roots(&files(&[b"_temp/a", b"_temp/b/c", b"repo/x", b"top file"])),
-            ["./_temp", "./repo", "./top file"]
-        );
-        assert!(hash_roots(&[]).is_empty());
-        assert_eq!(hash_roots(&files(&[b"a\nb/c"])), ["./a\nb"]);
-        assert_eq!(hash_roots(&files(&[b"\xff/a"])), ["."]);
-        let many: Vec<Vec<u8>> = (0..=TOP_LEVEL_ARGS)
-            .map(|i| format!("f{i}").into_bytes())
-            .collect();
-        let many: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
-        assert_eq!(hash_roots(&files(&many)), ["."]);
-    }
 
     #[test]
     fn mismatch_error_names_the_first_files_and_counts_the_rest() {
