@@ -34,6 +34,9 @@ const LAYERS: &[&[&str]] = &[
     &["error"],
 ];
 
+/// Lines a file may have outside its tests, comments included.
+const MAX_LINES: usize = 800;
+
 /// Modules that must not use Kubernetes: neither the API client nor its object types.
 const NO_KUBERNETES: &[&str] = &["cancel", "paths", "protocol", "shell", "transfer", "image"];
 
@@ -300,6 +303,23 @@ fn every_top_level_module_has_a_layer() {
     let tops: BTreeSet<String> = sources().into_iter().map(|s| s.top).collect();
     let missing: Vec<_> = tops.iter().filter(|t| layer_of(t).is_none()).collect();
     assert!(missing.is_empty(), "modules without a layer: {missing:?}");
+}
+
+#[test]
+fn no_file_is_too_long_to_hold() {
+    let long: Vec<String> = sources()
+        .iter()
+        .filter(|s| !s.path.ends_with("tests.rs")) // a test module of its own
+        .filter_map(|s| {
+            let n = lines_outside_tests(&s.text).len();
+            (n > MAX_LINES).then(|| format!("{}: {n} lines outside its tests", s.path.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines outside their tests (split them, or move test tables to a `tests.rs`):\n{}",
+        long.join("\n")
+    );
 }
 
 #[test]
