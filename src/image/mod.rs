@@ -10,7 +10,9 @@
 //!
 //! - [`context`]: the build context (ignore file, symlinks, size limit, tar).
 //! - [`dockerignore`]: Docker's `.dockerignore` syntax and matching (pure).
+//! - [`key`]: the build key, a SHA-256 over everything that decides the image.
 //! - [`mod@reference`]: image names, random tags, digests (pure).
+//! - [`registry`]: finding an image by tag in a registry and tagging it again.
 //! - [`options`]: the allow-list of extra Buildah options (pure).
 //! - [`script`]: the build script every executor runs (pure).
 //! - [`local`]: the executor that runs the script on this machine, optionally as another
@@ -37,9 +39,11 @@
 
 pub mod context;
 pub mod dockerignore;
+pub mod key;
 pub mod local;
 pub mod options;
 pub mod reference;
+pub mod registry;
 pub mod script;
 
 use std::collections::VecDeque;

@@ -20,6 +20,7 @@ mod job_failures;
 mod layering;
 mod protocol;
 mod rbac;
+mod registry;
 mod shim;
 mod tainted_node;
 mod transfer;

@@ -1,5 +1,5 @@
 //! A real OCI registry for the build tests: Debian's `docker-registry` (distribution 2.8) on
-//! 127.0.0.1 with a port chosen at run time, plain HTTP or TLS (a self-signed certificate made
+//! 127.0.0.1 with a port chosen at run time, plain HTTP or TLS (a server certificate signed by a private CA, made
 //! with `openssl`) with basic auth (`htpasswd -B`: distribution accepts only bcrypt). Each
 //! [`Registry`] is stopped (killed by PID) when dropped, also when a test panics.
 //!
@@ -82,15 +82,26 @@ pub struct Tls {
 impl Registry {
     /// A registry on plain HTTP.
     pub fn plain() -> Registry {
-        Registry::start(false)
+        Registry::start(false, None)
     }
 
-    /// A registry on HTTPS with a self-signed certificate and basic auth.
+    /// A registry on HTTPS with a certificate from a private CA and basic auth.
     pub fn tls() -> Registry {
-        Registry::start(true)
+        Registry::start(true, None)
     }
 
-    fn start(tls: bool) -> Registry {
+    /// A second registry (plain HTTP) serving this one's images read-only, as a registry in
+    /// maintenance mode does: reads work, every write is refused (`405 UNSUPPORTED`).
+    pub fn read_only_view(&self) -> Registry {
+        assert!(
+            self.tls.is_none(),
+            "read-only views are of plain registries"
+        );
+        Registry::start(false, Some(self.dir.path().join("data")))
+    }
+
+    /// `data`: serve this directory read-only instead of a new one.
+    fn start(tls: bool, data: Option<PathBuf>) -> Registry {
         require_tools();
         let dir = tempfile::tempdir().expect("temporary directory");
         let root = dir.path();
@@ -104,18 +115,50 @@ impl Registry {
             let certs = root.join("certs");
             std::fs::create_dir_all(&pki).unwrap();
             std::fs::create_dir_all(&certs).unwrap();
+            // A private CA and a server certificate it signed, as a real private registry has:
+            // rustls (the hook's registry client) refuses a self-signed CA certificate used as
+            // the server's own, where Buildah's Go TLS accepts it.
             run(Command::new("openssl")
                 .args([
                     "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 ])
-                .args(["-subj", "/CN=127.0.0.1"])
-                .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+                .args(["-subj", "/CN=runner-k8s-hook test CA"])
+                .arg("-keyout")
+                .arg(pki.join("ca.key"))
+                .arg("-out")
+                .arg(pki.join("ca.crt")));
+            run(Command::new("openssl")
+                .args([
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
                 .arg("-keyout")
                 .arg(pki.join("tls.key"))
                 .arg("-out")
+                .arg(pki.join("tls.csr")));
+            std::fs::write(
+                pki.join("server.ext"),
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            )
+            .unwrap();
+            run(Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+                .arg("-in")
+                .arg(pki.join("tls.csr"))
+                .arg("-CA")
+                .arg(pki.join("ca.crt"))
+                .arg("-CAkey")
+                .arg(pki.join("ca.key"))
+                .arg("-extfile")
+                .arg(pki.join("server.ext"))
+                .arg("-out")
                 .arg(pki.join("tls.crt")));
             // Only `ca.crt` in the cert dir: Buildah reads any `*.key` there as a client key.
-            std::fs::copy(pki.join("tls.crt"), certs.join("ca.crt")).unwrap();
+            std::fs::copy(pki.join("ca.crt"), certs.join("ca.crt")).unwrap();
             set_mode(&certs, 0o755);
             set_mode(&certs.join("ca.crt"), 0o644);
             let htpasswd =
@@ -138,11 +181,16 @@ impl Registry {
             let port = free_port();
             let host = format!("127.0.0.1:{port}");
             let config = root.join("config.yml");
+            let read_only = if data.is_some() {
+                "  maintenance: {readonly: {enabled: true}}\n"
+            } else {
+                ""
+            };
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage:\n  filesystem: {{rootdirectory: {data}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: {host}\n  secret: build-tests-only\n{extra}",
-                    data = root.join("data").display(),
+                    "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage:\n  filesystem: {{rootdirectory: {data}}}\n  delete: {{enabled: true}}\n{read_only}http:\n  addr: {host}\n  secret: build-tests-only\n{extra}",
+                    data = data.as_deref().unwrap_or(&root.join("data")).display(),
                 ),
             )
             .unwrap();
@@ -209,6 +257,83 @@ impl Registry {
                     .then(|| value.trim().to_owned())
             })
             .unwrap_or_else(|| panic!("no Docker-Content-Digest from {url}:\n{headers}"))
+    }
+
+    /// Push a minimal image (an OCI manifest whose config names `marker`, no layers) as
+    /// `repository:tag` over the HTTP API, and return its digest: enough for tests of tags and
+    /// manifests, where building with Buildah would only cost time.
+    pub fn put_image(&self, repository: &str, tag: &str, marker: &str) -> String {
+        use sha2::Digest as _;
+        let config = format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{\"Labels\":{{\"marker\":\"{marker}\"}}}},\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}}}}"
+        );
+        let hex = |bytes: &[u8]| -> String {
+            sha2::Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let config_digest = format!("sha256:{}", hex(config.as_bytes()));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}/v2/{repository}", self.host);
+        let curl = |args: &[&str]| {
+            let mut command = Command::new("curl");
+            command.args(["-fsS"]);
+            if let Some(tls) = &self.tls {
+                command
+                    .arg("--cacert")
+                    .arg(tls.cert_dir.join("ca.crt"))
+                    .args(["-u", &format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}")]);
+            }
+            run(command.args(args))
+        };
+        // Monolithic blob upload: POST, then PUT to the returned location with the digest.
+        let headers = curl(&[
+            "-X",
+            "POST",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &format!("{base}/blobs/uploads/"),
+        ]);
+        let location = headers
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("location")
+                    .then(|| value.trim().to_owned())
+            })
+            .expect("the registry answers an upload with a Location");
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("{scheme}://{}{location}", self.host)
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &config,
+            &format!("{location}{separator}digest={config_digest}"),
+        ]);
+        let manifest = format!(
+            "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config_digest}\",\"size\":{}}},\"layers\":[]}}",
+            config.len()
+        );
+        curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &manifest,
+            &format!("{base}/manifests/{tag}"),
+        ]);
+        format!("sha256:{}", hex(manifest.as_bytes()))
     }
 
     /// A directory next to the registry's files, for the test's own use.
