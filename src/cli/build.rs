@@ -431,6 +431,8 @@ async fn run_local(
         work_dir: scratch.join("work")?,
         result_path: scratch.join("result")?,
         wait_for: None,
+        extra_tags: Vec::new(),
+        cache: None,
     };
     let executor = LocalExecutor {
         user,

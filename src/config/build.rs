@@ -73,6 +73,16 @@ pub const PUSH_OPTIONS: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_PUSH_OPTIONS"
 pub const BUILD_CONTEXT_LIMIT_MB: &str =
     "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_CONTEXT_LIMIT_MB";
 
+/// Reuse by content: `true` (default) looks up a Dockerfile action's build key in the push
+/// registry and runs the step from an earlier build of the same content when there is one, and
+/// tags every new build with its key; `false` always builds (docs/user/dockerfile-actions.md).
+pub const REUSE: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_REUSE";
+
+/// The layer cache in the registry: unset for `<push-host>/<name>/cache` (one cache repository
+/// per action), `off` for no cache, or a repository (`registry.ns.svc:5000/buildcache`) that every
+/// action's build shares. With a cache, builds run with `--layers --cache-from --cache-to`.
+pub const BUILD_CACHE: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_BUILD_CACHE";
+
 /// Buildah storage driver: `overlay` (default: native overlay, falling back to `vfs` with a log
 /// line where overlay cannot work) or `vfs` (always).
 pub const STORAGE_DRIVER: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_STORAGE_DRIVER";
@@ -118,6 +128,32 @@ pub struct BuildConfig {
     pub context_limit_bytes: u64,
     /// [`STORAGE_DRIVER`].
     pub storage_driver: StorageDriver,
+    /// [`REUSE`].
+    pub reuse: bool,
+    /// [`BUILD_CACHE`].
+    pub cache: BuildCache,
+}
+
+/// Where builds keep their layer cache ([`BUILD_CACHE`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildCache {
+    /// `<push-host>/<name>/cache`, beside each action's images.
+    PerAction,
+    /// No layer cache.
+    Off,
+    /// This repository, shared by every action (Buildah's cache tags are content-addressed).
+    Shared(RegistryHost),
+}
+
+impl BuildCache {
+    /// The cache repository for the image `<push-host>/<name>` (`push_repository`), if any.
+    pub fn repository(&self, push_repository: &str) -> Option<String> {
+        match self {
+            BuildCache::PerAction => Some(format!("{push_repository}/cache")),
+            BuildCache::Off => None,
+            BuildCache::Shared(repository) => Some(repository.to_string()),
+        }
+    }
 }
 
 impl BuildConfig {
@@ -180,6 +216,8 @@ impl BuildConfig {
             build_options: option_list(vars, BUILD_OPTIONS, Stage::Build)?,
             push_options: option_list(vars, PUSH_OPTIONS, Stage::Push)?,
             context_limit_bytes: context_limit_bytes(vars)?,
+            reuse: vars.bool(REUSE, true)?,
+            cache: build_cache(vars)?,
             storage_driver: vars.choice(
                 STORAGE_DRIVER,
                 &[
@@ -298,6 +336,24 @@ fn context_limit_bytes(vars: &Vars) -> Result<u64, ConfigError> {
     })
 }
 
+/// [`BUILD_CACHE`]: `off`, a repository, or unset.
+fn build_cache(vars: &Vars) -> Result<BuildCache, ConfigError> {
+    match vars.get(BUILD_CACHE) {
+        None => Ok(BuildCache::PerAction),
+        Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false") => {
+            Ok(BuildCache::Off)
+        }
+        Some(v) => match RegistryHost::parse(&v) {
+            Ok(repository) if repository.path().is_some() => Ok(BuildCache::Shared(repository)),
+            _ => Err(ConfigError::Invalid {
+                var: BUILD_CACHE,
+                value: v,
+                expected: "`off`, or a repository with a path, e.g. `registry.ns.svc:5000/buildcache` (unset: `<push-host>/<name>/cache`)",
+            }),
+        },
+    }
+}
+
 /// [`BUILD_OPTIONS`] or [`PUSH_OPTIONS`], allow-listed for `stage`.
 fn option_list(vars: &Vars, var: &'static str, stage: Stage) -> Result<Vec<String>, ConfigError> {
     match vars.get(var) {
@@ -376,6 +432,37 @@ mod tests {
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn reuse_and_the_layer_cache_default_on_and_can_be_turned_off() {
+        let c = config(&[]).unwrap().build;
+        assert!(c.reuse);
+        assert_eq!(c.cache, BuildCache::PerAction);
+        assert_eq!(
+            c.cache.repository("r:5000/actions/octo-org/hello"),
+            Some("r:5000/actions/octo-org/hello/cache".to_owned())
+        );
+        let c = config(&[(REUSE, "false"), (BUILD_CACHE, "off")])
+            .unwrap()
+            .build;
+        assert!(!c.reuse);
+        assert_eq!(c.cache.repository("r:5000/a"), None);
+        let c = config(&[(BUILD_CACHE, "registry.ns.svc:5000/buildcache")])
+            .unwrap()
+            .build;
+        assert_eq!(
+            c.cache.repository("r:5000/a"),
+            Some("registry.ns.svc:5000/buildcache".to_owned())
+        );
+        for (var, value) in [
+            (REUSE, "sometimes"),
+            (BUILD_CACHE, "registry.ns.svc:5000"),
+            (BUILD_CACHE, "https://r/x"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var) && err.contains(value), "{err}");
+        }
     }
 
     #[test]

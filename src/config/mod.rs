@@ -119,6 +119,8 @@ pub const ALL: &[&str] = &[
     PUSH_OPTIONS,
     BUILD_CONTEXT_LIMIT_MB,
     STORAGE_DRIVER,
+    REUSE,
+    BUILD_CACHE,
     RUNNER_WORKSPACE,
     RUNNER_TEMP,
     GITHUB_WORKSPACE,
@@ -263,7 +265,7 @@ impl Config {
                 .get(RUNNER_IMAGE)
                 .unwrap_or_else(|| DEFAULT_RUNNER_IMAGE.to_owned()),
             claim_name: vars.get(CLAIM_NAME),
-            use_kube_scheduler: vars.bool(USE_KUBE_SCHEDULER)?,
+            use_kube_scheduler: vars.bool(USE_KUBE_SCHEDULER, false)?,
             heartbeat_period,
             heartbeat_deadline,
             data_plane: vars.choice(
@@ -373,10 +375,10 @@ impl Vars {
         }
     }
 
-    /// `true`/`1` or `false`/`0` in any case; unset is `false`.
-    fn bool(&self, var: &'static str) -> Result<bool, ConfigError> {
+    /// `true`/`1` or `false`/`0` in any case; `default` when unset.
+    fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         let Some(value) = self.get(var) else {
-            return Ok(false);
+            return Ok(default);
         };
         match value.to_ascii_lowercase().as_str() {
             "true" | "1" => Ok(true),

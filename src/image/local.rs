@@ -188,7 +188,7 @@ impl LocalExecutor {
                 path: spec.result_path.clone(),
                 detail: e.to_string(),
             })?;
-        super::parse_result(spec, &text)
+        super::parse_result(spec, &text, &last)
     }
 }
 
@@ -399,6 +399,8 @@ mod tests {
             work_dir: d("work"),
             result_path: d("result"),
             wait_for: wait_for.map(d),
+            extra_tags: Vec::new(),
+            cache: None,
         }
     }
 

@@ -116,6 +116,14 @@ pub struct BuildSpec {
     /// Wait until this file exists before starting (copy mode: the executor streams the
     /// context in first, then creates it).
     pub wait_for: Option<String>,
+    /// More references to push the built image to after [`BuildSpec::image`] (the build key's
+    /// tag). A failed push here is logged and does not fail the build: the image is built and
+    /// pushed, only a later reuse will not find it.
+    pub extra_tags: Vec<String>,
+    /// A repository for Buildah's layer cache: the build runs with `--layers --cache-from
+    /// <repository> --cache-to <repository>` where the builder's Buildah has them (1.27 and
+    /// later; an older one builds without, saying so once in the log).
+    pub cache: Option<String>,
 }
 
 /// Buildah's storage driver (`ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_STORAGE_DRIVER`, [`crate::config::STORAGE_DRIVER`]).
@@ -147,6 +155,18 @@ pub struct BuildOutcome {
     pub image: String,
     /// The pushed manifest's digest; `None` when the build was not pushed.
     pub digest: Option<Digest>,
+    /// How many of the Dockerfile's steps came from the layer cache, when the log says.
+    pub cache: Option<CacheUse>,
+}
+
+/// How many steps of a build came from the layer cache, read from Buildah's log: `STEP n/M:`
+/// gives the number of steps, each `--> Using cache <id>` is one step not run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheUse {
+    /// Steps taken from the cache.
+    pub reused: usize,
+    /// Steps in the Dockerfile (`M` of `STEP n/M`).
+    pub steps: usize,
 }
 
 impl BuildOutcome {
@@ -310,16 +330,29 @@ pub trait Executor {
 }
 
 /// The end of a log, kept while it streams: at most [`LAST_LINES`] lines. The script's own
-/// error lines are left out, since the error says the same.
+/// error lines are left out, since the error says the same. On the way it counts the steps that
+/// came from the layer cache ([`CacheUse`]).
 #[derive(Debug, Clone, Default)]
 pub struct LastLines {
     lines: VecDeque<String>,
+    steps: usize,
+    reused: usize,
 }
 
 impl LastLines {
     /// Record one line of the log (without its newline).
     pub fn push(&mut self, line: &str) {
         let line = line.trim_end_matches(['\r', '\n']);
+        if let Some(total) = line
+            .strip_prefix("STEP ")
+            .and_then(|rest| rest.split_once(':'))
+            .and_then(|(counter, _)| counter.split_once('/'))
+            .and_then(|(_, total)| total.parse::<usize>().ok())
+        {
+            self.steps = self.steps.max(total);
+        } else if line.starts_with("--> Using cache ") {
+            self.reused += 1;
+        }
         if line.trim().is_empty() || line.starts_with(&format!("{LOG_PREFIX} error:")) {
             return;
         }
@@ -332,6 +365,14 @@ impl LastLines {
     /// The recorded lines, oldest first.
     pub fn into_vec(self) -> Vec<String> {
         self.lines.into()
+    }
+
+    /// The layer cache's share of the build, when the log had Buildah's step lines.
+    pub fn cache_use(&self) -> Option<CacheUse> {
+        (self.steps > 0).then_some(CacheUse {
+            reused: self.reused.min(self.steps),
+            steps: self.steps,
+        })
     }
 }
 
@@ -354,11 +395,16 @@ pub fn failure(spec: &BuildSpec, code: Option<i32>, last_lines: Vec<String>) -> 
 }
 
 /// Parse the script's result (the termination message): `<image>@sha256:<hex>` after a push,
-/// `<image>` without one. The image must be the one the spec asked for.
+/// `<image>` without one. The image must be the one the spec asked for. `log` is the build's
+/// log, for the layer cache's share.
 ///
 /// # Errors
 /// [`BuildError::Result`] when the text is not that.
-pub fn parse_result(spec: &BuildSpec, text: &str) -> Result<BuildOutcome, BuildError> {
+pub fn parse_result(
+    spec: &BuildSpec,
+    text: &str,
+    log: &LastLines,
+) -> Result<BuildOutcome, BuildError> {
     let err = |detail: String| BuildError::Result {
         path: spec.result_path.clone(),
         detail,
@@ -383,6 +429,7 @@ pub fn parse_result(spec: &BuildSpec, text: &str) -> Result<BuildOutcome, BuildE
     Ok(BuildOutcome {
         image: image.to_owned(),
         digest,
+        cache: log.cache_use(),
     })
 }
 
@@ -428,7 +475,49 @@ mod tests {
             work_dir: "/work".into(),
             result_path: "/dev/termination-log".into(),
             wait_for: None,
+            extra_tags: Vec::new(),
+            cache: None,
         }
+    }
+
+    #[test]
+    fn the_layer_cache_share_is_read_from_buildah_s_step_lines() {
+        let mut log = LastLines::default();
+        assert_eq!(log.cache_use(), None, "no step lines, nothing to say");
+        for line in [
+            "STEP 1/4: FROM 127.0.0.1:5000/bb:latest",
+            "STEP 2/4: RUN make",
+            "--> Cache pulled from remote 127.0.0.1:5000/cache:01c4",
+            "--> Using cache 9388843c88c32904216e46850843cc53b1a8509bcf96ea038792a9517e02483a",
+            "--> 9388843c88c",
+            "STEP 3/4: COPY a /a",
+            "--> Using cache de3fde125b6116f3fe87f2509b670370aaee8a7205fc5ef69bbf8db540607ada",
+            "STEP 4/4: COPY b /b",
+            "COMMIT 127.0.0.1:5000/x:2",
+            "--> Pushing cache 127.0.0.1:5000/cache:1cd8",
+        ] {
+            log.push(line);
+        }
+        assert_eq!(
+            log.cache_use(),
+            Some(CacheUse {
+                reused: 2,
+                steps: 4
+            })
+        );
+        let out = parse_result(
+            &spec(),
+            &format!("registry.example:5000/o/r:abc@sha256:{}", "ab".repeat(32)),
+            &log,
+        )
+        .unwrap();
+        assert_eq!(
+            out.cache,
+            Some(CacheUse {
+                reused: 2,
+                steps: 4
+            })
+        );
     }
 
     #[test]
@@ -436,7 +525,11 @@ mod tests {
         let hex = "ab".repeat(32);
         let out = parse_result(
             &spec(),
-            &format!("registry.example:5000/o/r:abc@sha256:{hex}\n"),
+            &format!(
+                "registry.example:5000/o/r:abc@sha256:{hex}
+"
+            ),
+            &LastLines::default(),
         )
         .unwrap();
         assert_eq!(out.image, "registry.example:5000/o/r:abc");
@@ -448,10 +541,31 @@ mod tests {
             out.reference(),
             format!("registry.example:5000/o/r:abc@sha256:{hex}")
         );
-        assert!(parse_result(&spec(), "registry.example:5000/o/r:abc").is_err());
-        assert!(parse_result(&spec(), &format!("other:5000/x:y@sha256:{hex}")).is_err());
-        assert!(parse_result(&spec(), "registry.example:5000/o/r:abc@sha256:short").is_err());
-        let err = parse_result(&spec(), "").unwrap_err();
+        assert!(
+            parse_result(
+                &spec(),
+                "registry.example:5000/o/r:abc",
+                &LastLines::default()
+            )
+            .is_err()
+        );
+        assert!(
+            parse_result(
+                &spec(),
+                &format!("other:5000/x:y@sha256:{hex}"),
+                &LastLines::default()
+            )
+            .is_err()
+        );
+        assert!(
+            parse_result(
+                &spec(),
+                "registry.example:5000/o/r:abc@sha256:short",
+                &LastLines::default()
+            )
+            .is_err()
+        );
+        let err = parse_result(&spec(), "", &LastLines::default()).unwrap_err();
         assert!(
             err.to_string().starts_with(
                 "the build finished but its result `/dev/termination-log` is not usable"
@@ -460,7 +574,12 @@ mod tests {
         );
         let mut no_push = spec();
         no_push.push = false;
-        let out = parse_result(&no_push, "registry.example:5000/o/r:abc").unwrap();
+        let out = parse_result(
+            &no_push,
+            "registry.example:5000/o/r:abc",
+            &LastLines::default(),
+        )
+        .unwrap();
         assert_eq!(out.digest, None);
         assert_eq!(out.reference(), "registry.example:5000/o/r:abc");
     }

@@ -191,6 +191,23 @@ pub fn script(spec: &BuildSpec) -> String {
         build.push(' ');
         build.push_str(&q(option));
     }
+    if let Some(cache) = &spec.cache {
+        // The layer cache's flags go in as positional parameters, set only where this
+        // Buildah has them; `"$@"` is empty otherwise.
+        let cache = q(cache);
+        line("set --");
+        line("if buildah build --help 2>/dev/null | grep -q -e '--cache-to'; then");
+        line(&format!(
+            "  set -- --layers --cache-from {cache} --cache-to {cache}"
+        ));
+        line(&format!("  say 'layer cache:' {cache}"));
+        line("else");
+        line(
+            "  say \"$(buildah --version) has no registry layer cache (--cache-to needs Buildah 1.27 or later): building without it\"",
+        );
+        line("fi");
+        build.push_str(" \"$@\"");
+    }
     build.push_str(&format!(" {context}"));
     line(&format!("say 'building' {image}"));
     line(&format!(
@@ -237,6 +254,19 @@ pub fn script(spec: &BuildSpec) -> String {
         exit::SETUP_FAILED
     ));
     line(&format!("say \"pushed $(cat {result})\""));
+    for extra in &spec.extra_tags {
+        // The same image under another name (the build key's tag); a refusal here costs only
+        // a later reuse, not this build.
+        let mut push = format!("buildah {storage} --storage-driver \"$driver\" push{cert_dir}");
+        for option in &spec.push_options {
+            push.push(' ');
+            push.push_str(&q(option));
+        }
+        let extra = q(extra);
+        line(&format!(
+            "if {push} {image} {extra}; then say 'also pushed' {extra}; else say 'could not push' {extra} \"(exit $?): a later build of the same content will not find this one\"; fi"
+        ));
+    }
     s
 }
 
@@ -269,6 +299,8 @@ mod tests {
             work_dir: pod::WORK_DIR.into(),
             result_path: pod::RESULT_PATH.into(),
             wait_for: Some(pod::READY_MARKER.into()),
+            extra_tags: Vec::new(),
+            cache: None,
         }
     }
 
@@ -328,6 +360,8 @@ mod tests {
             work_dir: d("work"),
             result_path: d("result"),
             wait_for: Some(d("ready")),
+            extra_tags: Vec::new(),
+            cache: None,
         }
     }
 
@@ -342,7 +376,9 @@ for a in "$@"; do
   prev=$a
 done
 case " $* " in
+  *" --help "*) [ -n "${FAKE_NO_CACHE:-}" ] || echo '      --cache-to strings   remote repository list to push cache to' ;;
   *" --version "*) echo "buildah version 0.0-fake" ;;
+  *" push "*) case " $* " in *" ${FAKE_REFUSE:-nothing-refused} "*) echo "denied" >&2; exit 3 ;; esac ;;
   *" from "*) echo fake-container ;;
   *" copy "*) if [ -n "${FAKE_PROBE_ERROR:-}" ]; then printf '%s\n' "$FAKE_PROBE_ERROR" >&2; exit 1; fi ;;
   *" build "*) printf '%s\n' "$REGISTRY_AUTH_FILE" "$BUILDAH_ISOLATION" "$CONTAINERS_STORAGE_CONF" >"$FAKE_ENV"; echo "STEP 1/1: FROM scratch" ;;
@@ -374,6 +410,15 @@ esac
         dir: &Path,
         probe_error: Option<&str>,
     ) -> (std::process::Output, Vec<Vec<String>>) {
+        run_with_fake_buildah_env(spec, dir, probe_error, &[])
+    }
+
+    fn run_with_fake_buildah_env(
+        spec: &BuildSpec,
+        dir: &Path,
+        probe_error: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> (std::process::Output, Vec<Vec<String>>) {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let fake = bin.join("buildah");
@@ -392,6 +437,7 @@ esac
         if let Some(text) = probe_error {
             command.env("FAKE_PROBE_ERROR", text);
         }
+        command.envs(env.iter().copied());
         let output = command.output().unwrap();
         let calls = if log.exists() {
             calls(&log)
@@ -399,6 +445,113 @@ esac
             Vec::new()
         };
         (output, calls)
+    }
+
+    /// A spec of files under `dir`, with the layer cache and a key tag.
+    fn cached_spec(dir: &Path) -> BuildSpec {
+        let d = |name: &str| format!("{}/{name}", dir.display());
+        std::fs::create_dir_all(d("context")).unwrap();
+        std::fs::write(d("context/Dockerfile"), "FROM scratch\n").unwrap();
+        BuildSpec {
+            context_dir: d("context"),
+            dockerfile: "Dockerfile".into(),
+            image: "r:5000/actions/hello:0123456789abcdef".into(),
+            push: true,
+            build_args: vec![],
+            storage: Storage {
+                root: d("root"),
+                runroot: d("run"),
+                driver: StorageDriver::Vfs,
+            },
+            build_options: vec![],
+            push_options: vec!["--retry=2".into()],
+            auth_source: None,
+            cert_dir: None,
+            work_dir: d("work"),
+            result_path: d("result"),
+            wait_for: None,
+            extra_tags: vec![format!("r:5000/actions/hello:key-{}", "0".repeat(64))],
+            cache: Some("r:5000/actions/hello/cache".into()),
+        }
+    }
+
+    #[test]
+    fn the_layer_cache_and_the_key_tag_reach_buildah() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = cached_spec(tmp.path());
+        let key_ref = spec.extra_tags[0].clone();
+        let (output, calls) = run_with_fake_buildah(&spec, tmp.path(), None);
+        let log = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{log}");
+        let build = calls
+            .iter()
+            .find(|c| c.contains(&"build".to_owned()) && !c.contains(&"--help".to_owned()))
+            .unwrap();
+        let cache = "r:5000/actions/hello/cache".to_owned();
+        let tail: Vec<_> = build[build.len() - 6..].to_vec();
+        assert_eq!(
+            tail,
+            [
+                "--layers",
+                "--cache-from",
+                &cache,
+                "--cache-to",
+                &cache,
+                &spec.context_dir
+            ]
+        );
+        assert!(
+            log.contains("layer cache: r:5000/actions/hello/cache"),
+            "{log}"
+        );
+        let pushes: Vec<_> = calls
+            .iter()
+            .filter(|c| c.contains(&"push".to_owned()))
+            .collect();
+        assert_eq!(pushes.len(), 2, "{pushes:?}");
+        assert!(pushes[1].ends_with(&[
+            "--retry=2".to_owned(),
+            spec.image.clone(),
+            key_ref.clone()
+        ]));
+        assert!(log.contains(&format!("also pushed {key_ref}")), "{log}");
+        let result = std::fs::read_to_string(&spec.result_path).unwrap();
+        assert!(
+            result.starts_with(&format!("{}@sha256:", spec.image)),
+            "the result is the first push: {result}"
+        );
+    }
+
+    #[test]
+    fn an_old_buildah_builds_without_the_cache_and_a_refused_key_tag_is_only_logged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = cached_spec(tmp.path());
+        let key_ref = spec.extra_tags[0].clone();
+        let (output, calls) = run_with_fake_buildah_env(
+            &spec,
+            tmp.path(),
+            None,
+            &[("FAKE_NO_CACHE", "1"), ("FAKE_REFUSE", &key_ref)],
+        );
+        let log = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "the build stands: {log}");
+        let build = calls
+            .iter()
+            .find(|c| c.contains(&"build".to_owned()) && !c.contains(&"--help".to_owned()))
+            .unwrap();
+        assert!(!build.contains(&"--layers".to_owned()), "{build:?}");
+        assert!(log.contains("has no registry layer cache (--cache-to needs Buildah 1.27 or later): building without it"), "{log}");
+        assert_eq!(
+            log.matches("has no registry layer cache").count(),
+            1,
+            "said once: {log}"
+        );
+        assert!(
+            log.contains(&format!(
+                "could not push {key_ref} (exit 3): a later build of the same content will not find this one"
+            )),
+            "{log}"
+        );
     }
 
     #[test]
@@ -556,6 +709,8 @@ esac
             work_dir: d("work"),
             result_path: d("result"),
             wait_for: None,
+            extra_tags: Vec::new(),
+            cache: None,
         }
     }
 

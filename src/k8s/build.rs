@@ -213,7 +213,7 @@ impl PodExecutor<'_> {
         if exit_code != 0 {
             return Err(image::failure(spec, Some(exit_code), last.into_vec()));
         }
-        image::parse_result(spec, message.as_deref().unwrap_or_default())
+        image::parse_result(spec, message.as_deref().unwrap_or_default(), &last)
     }
 }
 
@@ -251,6 +251,8 @@ pub fn build_spec(
         work_dir: build_pod::WORK_DIR.to_owned(),
         result_path: build_pod::RESULT_PATH.to_owned(),
         wait_for: None,
+        extra_tags: Vec::new(),
+        cache: None,
     }
 }
 

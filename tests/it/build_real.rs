@@ -148,6 +148,8 @@ impl Lab {
             work_dir: scratch.join("work").unwrap(),
             result_path: scratch.join("result").unwrap(),
             wait_for: None,
+            extra_tags: Vec::new(),
+            cache: None,
         };
         let executor = LocalExecutor {
             user: Some(self.user.clone()),
@@ -485,6 +487,8 @@ async fn overlay_storage_on_an_overlayfs_falls_back_to_vfs() {
         work_dir: scratch.join("work").unwrap(),
         result_path: scratch.join("result").unwrap(),
         wait_for: None,
+        extra_tags: Vec::new(),
+        cache: None,
     };
     let executor = LocalExecutor {
         user: Some(lab.user.clone()),
