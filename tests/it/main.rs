@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod action_download;
 mod action_js;
 mod api_faults;
 mod build_action;
