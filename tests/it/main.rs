@@ -21,6 +21,7 @@ mod job_failures;
 mod layering;
 mod protocol;
 mod rbac;
+mod runner_image;
 mod shim;
 mod tainted_node;
 mod transfer;
