@@ -195,13 +195,6 @@ const get = async (url, what, timeoutMs) => {
   }
 };
 
-// The partly written download, removed if the process is stopped by a signal.
-let partial = null;
-const removePartial = () => {
-  if (partial) fs.rmSync(partial, { force: true });
-  partial = null;
-};
-
 // Download the release asset into the tool cache, or reuse the cached copy if it still matches.
 const download = async ({ dir, env, platform, arch, log }) => {
   const asset = assetName(platform, arch);
@@ -253,21 +246,26 @@ const download = async ({ dir, env, platform, arch, log }) => {
         `${SUMS} is damaged: give the binary in the \`binary\` input instead`,
     );
   }
+  // Written under a temporary name, then renamed (atomic): runners sharing the tool cache never
+  // see half a binary.
+  const suffix = `${process.pid}.${crypto.randomBytes(6).toString("hex")}`;
+  const partial = path.join(cacheDir, `.${TOOL}.${suffix}.part`);
   try {
     fs.mkdirSync(cacheDir, { recursive: true });
-    partial = path.join(cacheDir, `.${TOOL}.${process.pid}.${crypto.randomBytes(6).toString("hex")}.part`);
     fs.writeFileSync(partial, body, { mode: 0o755 });
     fs.chmodSync(partial, 0o755);
-    // A rename is atomic: runners sharing the tool cache never see half a binary.
     fs.renameSync(partial, target);
-    partial = null;
   } catch (err) {
     throw new ActionError(
       `cannot keep the downloaded runner-k8s-hook in ${cacheDir}: ${err.message}; make ` +
         "RUNNER_TOOL_CACHE a writable directory, or give the binary in the `binary` input",
     );
   } finally {
-    removePartial();
+    try {
+      fs.rmSync(partial, { force: true });
+    } catch {
+      // ENOTDIR: the directory was never made; nothing to remove.
+    }
   }
   log(`runner-k8s-hook ${version}: sha256 ${actual} verified against ${SUMS}; cached at ${target}`);
   return target;
@@ -351,7 +349,9 @@ const main = async () => {
   if (executor !== "local") argv.push("--executor", executor);
 
   // Handlers go in before the download and the spawn (see dist/index.js): the runner signals
-  // this PID only. Before the child exists, a signal ends the action (and its partial download).
+  // this PID only. Before the child exists (a download in progress), a signal ends the action as
+  // it would have ended node; nothing is on disk yet then (the file is written synchronously,
+  // after the checksum check).
   let child;
   for (const signal of ["SIGINT", "SIGTERM"]) {
     process.on(signal, () => {
@@ -359,7 +359,6 @@ const main = async () => {
         child.kill(signal);
         return;
       }
-      removePartial();
       process.exit(128 + os.constants.signals[signal]);
     });
   }
@@ -368,7 +367,6 @@ const main = async () => {
   try {
     binary = await resolveBinary();
   } catch (err) {
-    removePartial();
     if (err instanceof ActionError) fail(err.message);
     throw err;
   }

@@ -55,6 +55,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 enum Reply {
     Body(Vec<u8>),
     Redirect(String),
+    /// The headers and the first bytes of a longer body, then nothing until the server stops.
+    Stall,
 }
 
 /// A plain HTTP/1.1 server on 127.0.0.1 answering GETs from a fixed table (404 otherwise), one
@@ -81,7 +83,7 @@ impl ReleaseServer {
                         break;
                     }
                     if let Ok(stream) = stream {
-                        serve(stream, &routes, &requests);
+                        serve(stream, &routes, &requests, &stop);
                     }
                 }
             })
@@ -131,7 +133,12 @@ impl Drop for ReleaseServer {
     }
 }
 
-fn serve(mut stream: TcpStream, routes: &HashMap<String, Reply>, log: &Mutex<Vec<String>>) {
+fn serve(
+    mut stream: TcpStream,
+    routes: &HashMap<String, Reply>,
+    log: &Mutex<Vec<String>>,
+    stop: &AtomicBool,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
@@ -155,6 +162,15 @@ fn serve(mut stream: TcpStream, routes: &HashMap<String, Reply>, log: &Mutex<Vec
     let (status, headers, body): (&str, String, Vec<u8>) = match routes.get(&path) {
         Some(Reply::Body(body)) => ("200 OK", String::new(), body.clone()),
         Some(Reply::Redirect(to)) => ("302 Found", format!("Location: {to}\r\n"), Vec::new()),
+        Some(Reply::Stall) => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n";
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&[0; 1000]);
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return;
+        }
         None => ("404 Not Found", String::new(), b"Not Found".to_vec()),
     };
     let head = format!(
@@ -549,4 +565,37 @@ fn a_tool_cache_that_cannot_be_written_is_named() {
     assert!(stdout.contains(
         "make RUNNER_TOOL_CACHE a writable directory, or give the binary in the `binary` input"
     ));
+}
+
+#[test]
+fn sigterm_during_the_download_ends_the_step_and_keeps_nothing() {
+    let dir = format!("/{REPOSITORY}/releases/download/v{VERSION}");
+    let sums = format!("{}  {}\n", sha256_hex(STANDIN.as_bytes()), asset());
+    let server = ReleaseServer::start(HashMap::from([
+        (format!("{dir}/{}", asset()), Reply::Stall),
+        (format!("{dir}/SHA256SUMS"), Reply::Body(sums.into_bytes())),
+    ]));
+    let mut action = downloading(&server);
+    let child = action.spawn();
+    let start = std::time::Instant::now();
+    while server.requests().len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the download never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = wait(child);
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stdout));
+    assert_eq!(action.argv(), None, "nothing ran");
+    assert_eq!(
+        files_under(&action.dir.path().join("tool-cache")),
+        Vec::<String>::new()
+    );
 }
