@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod action_download;
 mod action_js;
 mod api_faults;
 mod build_action;
@@ -21,6 +22,7 @@ mod layering;
 mod protocol;
 mod rbac;
 mod registry;
+mod runner_image;
 mod shim;
 mod tainted_node;
 mod transfer;
