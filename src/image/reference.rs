@@ -228,6 +228,34 @@ impl ImageRef {
         format!("{}/{}:{}", self.push_host, self.name, self.tag)
     }
 
+    /// The repository on the push host, without host and tag: `<host path>/<name>`, what the
+    /// registry API calls the name (`/v2/<repository>/manifests/<tag>`).
+    pub fn push_repository(&self) -> String {
+        match self.push_host.path() {
+            Some(path) => format!("{path}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// The image without its tag: `<push-host>/<name>`, how the step log names it.
+    pub fn push_name(&self) -> String {
+        format!("{}/{}", self.push_host, self.name)
+    }
+
+    /// The same image under another tag (the build key's).
+    pub fn retagged(&self, tag: &str) -> ImageRef {
+        debug_assert!(is_tag(tag), "invalid tag `{tag}`");
+        ImageRef {
+            tag: tag.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// The push host.
+    pub fn push_host(&self) -> &RegistryHost {
+        &self.push_host
+    }
+
     /// What the step runs: `<pull-host>/<name>:<tag>@<digest>`. The tag is kept for people
     /// reading the pod spec; the digest is what the runtime pulls.
     pub fn pull_ref(&self, digest: &Digest) -> String {

@@ -244,6 +244,63 @@ impl Registry {
     }
 }
 
+/// The credentials for `host` in a docker `config.json` (a `kubernetes.io/dockerconfigjson`
+/// Secret's `.dockerconfigjson`): the entry whose key is the host, with or without a scheme and
+/// a path (`registry.example:5000`, `https://registry.example:5000/v1/`), giving `auth` (base64
+/// of `user:password`) or `username` and `password`. `None` when there is no entry for the host.
+///
+/// # Errors
+/// A description of what is malformed (never the secret values).
+pub fn credentials_for(
+    docker_config: &[u8],
+    host: &str,
+) -> Result<Option<(String, SecretString)>, String> {
+    use base64::Engine as _;
+
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(default)]
+        auths: std::collections::BTreeMap<String, Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        auth: Option<String>,
+        username: Option<String>,
+        password: Option<SecretString>,
+    }
+    let config: Config = serde_json::from_slice(docker_config)
+        .map_err(|e| format!("it is not a docker config.json (`auths`): {e}"))?;
+    let entry = config.auths.iter().find_map(|(key, entry)| {
+        let key = key
+            .strip_prefix("https://")
+            .or_else(|| key.strip_prefix("http://"))
+            .unwrap_or(key);
+        let key_host = key.split('/').next().unwrap_or(key);
+        (key_host == host).then_some(entry)
+    });
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
+    if let (Some(user), Some(password)) = (&entry.username, &entry.password) {
+        return Ok(Some((user.clone(), password.clone())));
+    }
+    let Some(auth) = &entry.auth else {
+        return Ok(None);
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .map_err(|_| format!("the `auth` of `{host}` is not base64"))?;
+    let decoded =
+        String::from_utf8(decoded).map_err(|_| format!("the `auth` of `{host}` is not text"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| format!("the `auth` of `{host}` is not `user:password`"))?;
+    Ok(Some((
+        user.to_owned(),
+        SecretString::from(password.to_owned()),
+    )))
+}
+
 /// `mediaType` of a manifest; an OCI image manifest when it has none (the field is optional in
 /// OCI manifests).
 fn media_type(manifest: &[u8]) -> Result<String, String> {
@@ -331,6 +388,35 @@ mod tests {
             "application/vnd.oci.image.manifest.v1+json"
         );
         assert!(media_type(b"<html>").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn credentials_are_found_by_host_in_a_docker_config() {
+        let config = br#"{"auths":{
+            "https://other.example/v1/":{"auth":"eDp5"},
+            "registry.example:5000":{"auth":"dXNlcjpwYTpzcw=="},
+            "plain.example":{"username":"u2","password":"p2"}}}"#;
+        let (user, password) = credentials_for(config, "registry.example:5000")
+            .unwrap()
+            .unwrap();
+        assert_eq!(user, "user");
+        assert_eq!(
+            password.expose_secret(),
+            "pa:ss",
+            "only the first `:` splits"
+        );
+        let (user, password) = credentials_for(config, "plain.example").unwrap().unwrap();
+        assert_eq!((user.as_str(), password.expose_secret()), ("u2", "p2"));
+        let (user, _) = credentials_for(config, "other.example").unwrap().unwrap();
+        assert_eq!(user, "x", "scheme and path are ignored");
+        assert!(
+            credentials_for(config, "missing.example")
+                .unwrap()
+                .is_none()
+        );
+        let err = credentials_for(br#"{"auths":{"h":{"auth":"!!"}}}"#, "h").unwrap_err();
+        assert!(err.contains("not base64") && !err.contains("!!"), "{err}");
+        assert!(credentials_for(b"not json", "h").is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! created. The submodules are the verbs: [`objects`] (create, get, list, delete), [`rbac`]
 //! (pre-flight), [`retry`] (the one policy for transient API errors), [`wait`] (a pod reaching a
 //! goal), [`exec`] (commands in a container), [`logs`] (following a container's log) and
-//! [`build`] (the image build engine's pod executor).
+//! [`build`] (the image build engine's pod executor) and [`registry`] (what the hook needs to
+//! talk to the push registry itself).
 //!
 //! Owns every API call and the policies around them (retry, wait, undo). May use `spec` for the
 //! objects it creates, `transfer` for the copy seam it implements, `image` for the executor
@@ -16,6 +17,7 @@ pub mod exec;
 pub mod logs;
 pub mod objects;
 pub mod rbac;
+pub mod registry;
 pub mod retry;
 pub mod wait;
 

@@ -89,7 +89,7 @@ pub const BUILD_HOME: &str = "/home/build";
 pub const BUILD_UID: i64 = 1000;
 
 /// Key of a `kubernetes.io/dockerconfigjson` Secret.
-const DOCKERCONFIGJSON_KEY: &str = ".dockerconfigjson";
+pub const DOCKERCONFIGJSON_KEY: &str = ".dockerconfigjson";
 /// Key of the CA certificate in the CA's Secret or ConfigMap, and its name in [`CERT_DIR`].
 pub const CA_KEY: &str = "ca.crt";
 
