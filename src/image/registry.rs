@@ -365,7 +365,8 @@ fn describe(error: &OciDistributionError) -> String {
         }
         source = cause.source();
     }
-    text
+    // Registry bodies end with newlines; a log line must stay one line.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -10,6 +10,7 @@ mod action_js;
 mod api_faults;
 mod build_action;
 mod build_real;
+mod build_reuse;
 mod cli;
 mod cluster;
 mod container_step;

@@ -69,6 +69,9 @@ impl ImageSpec {
 #[derive(Default)]
 pub struct Images {
     images: Mutex<HashMap<String, ImageSpec>>,
+    /// Pull hosts backed by a real registry: `(pull host, registry address, what every image
+    /// there runs as)`.
+    registries: Mutex<Vec<(String, String, ImageSpec)>>,
 }
 
 impl Images {
@@ -114,9 +117,40 @@ impl Images {
             .remove(&normalize(reference));
     }
 
+    /// Serve `pull_host` from the real registry at `registry` (`127.0.0.1:<port>`, plain HTTP),
+    /// as a kubelet pulling from it would: `<pull_host>/<repository>[:tag]@<digest>` resolves to
+    /// `spec` exactly when the registry has that manifest; a digest it does not have does not
+    /// pull. A build pushed to the registry is then runnable by digest, and only then.
+    pub fn serve_from_registry(&self, pull_host: &str, registry: &str, spec: ImageSpec) {
+        self.registries.lock().expect("registries lock").push((
+            pull_host.to_owned(),
+            registry.to_owned(),
+            spec,
+        ));
+    }
+
     /// Resolve a reference: exact (with digest), then the same repository:tag without the
-    /// digest, then repository@digest without the tag.
+    /// digest, then repository@digest without the tag, then a registry-backed pull host.
     pub fn lookup(&self, reference: &str) -> Option<ImageSpec> {
+        if let Some(spec) = self.lookup_registered(reference) {
+            return Some(spec);
+        }
+        let registries = self.registries.lock().expect("registries lock").clone();
+        registries
+            .into_iter()
+            .find_map(|(pull_host, registry, spec)| {
+                let rest = reference.strip_prefix(&format!("{pull_host}/"))?;
+                let (name_tag, digest) = rest.split_once('@')?;
+                let (repository, _) = split_tag(name_tag);
+                let repository = match pull_host.split_once('/') {
+                    Some((_, path)) => format!("{path}/{repository}"),
+                    None => repository.to_owned(),
+                };
+                has_manifest(&registry, &repository, digest).then_some(spec)
+            })
+    }
+
+    fn lookup_registered(&self, reference: &str) -> Option<ImageSpec> {
         let images = self.images.lock().expect("images lock");
         let normalized = normalize(reference);
         if let Some(spec) = images.get(&normalized) {
@@ -131,6 +165,25 @@ impl Images {
         }
         None
     }
+}
+
+/// Whether the registry at `registry` has the manifest `repository@digest`: one HEAD request over
+/// plain HTTP/1.0, blocking (a pull is a blocking step of the kubelet too).
+fn has_manifest(registry: &str, repository: &str, digest: &str) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(registry) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let request = format!(
+        "HEAD /v2/{repository}/manifests/{digest} HTTP/1.0\r\nHost: {registry}\r\nAccept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
 }
 
 /// Split `name:tag` at the tag's colon (not a registry port's).
