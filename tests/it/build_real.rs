@@ -119,6 +119,31 @@ impl Lab {
         driver: StorageDriver,
         auth: Auth,
     ) -> (Result<BuildOutcome, BuildError>, String) {
+        self.build_tweaked(
+            context,
+            dockerfile,
+            image,
+            build_args,
+            driver,
+            auth,
+            &|_| {},
+        )
+        .await
+    }
+
+    /// [`Lab::build`] with the spec changed by `tweak` before it runs (the layer cache, more
+    /// tags).
+    #[allow(clippy::too_many_arguments)]
+    async fn build_tweaked(
+        &self,
+        context: &Path,
+        dockerfile: &str,
+        image: &str,
+        build_args: &[(&str, &str)],
+        driver: StorageDriver,
+        auth: Auth,
+        tweak: &(dyn Fn(&mut BuildSpec) + Sync),
+    ) -> (Result<BuildOutcome, BuildError>, String) {
         let scratch = Scratch::new(Some(&self.user)).expect("scratch directory");
         let tls = self.registry.tls.as_ref();
         let spec = BuildSpec {
@@ -151,6 +176,8 @@ impl Lab {
             extra_tags: Vec::new(),
             cache: None,
         };
+        let mut spec = spec;
+        tweak(&mut spec);
         let executor = LocalExecutor {
             user: Some(self.user.clone()),
             timeout: Some(std::time::Duration::from_secs(300)),
@@ -636,4 +663,147 @@ fn cli_usage_errors() {
         .unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("usage: runner-k8s-hook build"));
+}
+
+/// Two jobs building the same content at once (the same build key) both succeed, each with its
+/// own image under its random tag, and the key's tag names one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_builds_of_one_key_both_succeed() {
+    require_build_env();
+    let lab = Lab::new(false).await;
+    let context = lab.example_context();
+    let repository = format!("{}/octo/hello-action", lab.registry.host);
+    let key_tag = format!("key-{}", "7".repeat(64));
+    let key_ref = format!("{repository}:{key_tag}");
+    let tags = [reference::random_tag(), reference::random_tag()];
+    let images: Vec<String> = tags.iter().map(|t| format!("{repository}:{t}")).collect();
+    let with_key = |spec: &mut BuildSpec| spec.extra_tags = vec![key_ref.clone()];
+    let base = [("BASE_IMAGE", lab.base.as_str())];
+    let (one, two) = tokio::join!(
+        lab.build_tweaked(
+            &context,
+            "Dockerfile",
+            &images[0],
+            &base,
+            StorageDriver::Overlay,
+            Auth::Good,
+            &with_key
+        ),
+        lab.build_tweaked(
+            &context,
+            "Dockerfile",
+            &images[1],
+            &base,
+            StorageDriver::Overlay,
+            Auth::Good,
+            &with_key
+        ),
+    );
+    let mut digests = Vec::new();
+    for ((result, log), tag) in [one, two].into_iter().zip(&tags) {
+        let outcome = result.unwrap_or_else(|e| panic!("{e}\n{log}"));
+        let digest = outcome.digest.unwrap().to_string();
+        assert_eq!(lab.registry.digest("octo/hello-action", tag), digest);
+        assert!(log.contains(&format!("also pushed {key_ref}")), "{log}");
+        digests.push(digest);
+    }
+    let key_digest = lab.registry.digest("octo/hello-action", &key_tag);
+    assert!(
+        digests.contains(&key_digest),
+        "{key_digest} is one of {digests:?}"
+    );
+    let output = lab.run_action(&key_ref, "both");
+    assert!(output.contains("Hello, both!"), "{output}");
+}
+
+/// A change in the last layer, built in a fresh store (as a new build pod is) with the registry
+/// cache, takes the earlier layers from the cache; without the cache every step runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_layer_change_rebuilds_fewer_steps_with_the_registry_cache() {
+    require_build_env();
+    let lab = Lab::new(false).await;
+    let context = lab.context_dir("cached");
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN mkdir -p /data && for i in 1 2 3 4; do head -c 200000 /dev/urandom > /data/f$i; done\nCOPY early.txt /early.txt\nCOPY late.txt /late.txt\n",
+            lab.base
+        ),
+    )
+    .unwrap();
+    std::fs::write(context.join("early.txt"), "early\n").unwrap();
+    std::fs::write(context.join("late.txt"), "one\n").unwrap();
+    for name in ["Dockerfile", "early.txt", "late.txt"] {
+        set_mode(&context.join(name), 0o644);
+    }
+    let cache = format!("{}/octo/cached/cache", lab.registry.host);
+    let with_cache = |spec: &mut BuildSpec| spec.cache = Some(cache.clone());
+    let image = || {
+        format!(
+            "{}/octo/cached:{}",
+            lab.registry.host,
+            reference::random_tag()
+        )
+    };
+    let build = |tweak: &'static str| {
+        let image = image();
+        let context = context.clone();
+        let lab = &lab;
+        let with_cache = &with_cache;
+        async move {
+            let no_tweak = |_: &mut BuildSpec| {};
+            let tweak: &(dyn Fn(&mut BuildSpec) + Sync) = if tweak == "cache" {
+                with_cache
+            } else {
+                &no_tweak
+            };
+            let (result, log) = lab
+                .build_tweaked(
+                    &context,
+                    "Dockerfile",
+                    &image,
+                    &[],
+                    StorageDriver::Overlay,
+                    Auth::Good,
+                    tweak,
+                )
+                .await;
+            let outcome = result.unwrap_or_else(|e| panic!("{e}\n{log}"));
+            (outcome, log)
+        }
+    };
+
+    let (cold, log) = build("cache").await;
+    assert_eq!(
+        cold.cache,
+        Some(runner_k8s_hook::image::CacheUse {
+            reused: 0,
+            steps: 4
+        }),
+        "{log}"
+    );
+    assert!(log.contains("Pushing cache"), "the cache is filled: {log}");
+
+    std::fs::write(context.join("late.txt"), "two\n").unwrap();
+    let (warm, log) = build("cache").await;
+    let warm_use = warm.cache.unwrap();
+    assert_eq!(warm_use.steps, 4);
+    assert!(
+        warm_use.reused >= 2,
+        "the RUN and the early COPY come from the cache: {warm_use:?}\n{log}"
+    );
+    assert_eq!(
+        log.matches("--> Using cache").count(),
+        warm_use.reused,
+        "{log}"
+    );
+
+    std::fs::write(context.join("late.txt"), "three\n").unwrap();
+    let (uncached, log) = build("none").await;
+    let uncached_use = uncached.cache.unwrap();
+    assert_eq!(
+        uncached_use.reused, 0,
+        "without the cache every step runs: {log}"
+    );
+    assert!(warm_use.reused > uncached_use.reused);
 }
