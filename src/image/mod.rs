@@ -13,6 +13,7 @@
 //! - [`mod@reference`]: image names, random tags, digests (pure).
 //! - [`options`]: the allow-list of extra Buildah options (pure).
 //! - [`script`]: the build script every executor runs (pure).
+//! - [`probe`]: the builder and registry probe of `runner-k8s-hook check` (pure).
 //! - [`local`]: the executor that runs the script on this machine, optionally as another
 //!   (unprivileged) user.
 //!
@@ -39,6 +40,7 @@ pub mod context;
 pub mod dockerignore;
 pub mod local;
 pub mod options;
+pub mod probe;
 pub mod reference;
 pub mod script;
 
