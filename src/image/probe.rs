@@ -253,7 +253,7 @@ pub fn classify(exit: i32, output: &str) -> Verdict {
     ]) {
         return Verdict::Unreachable;
     }
-    if mentions_auth_failure(&[lower.clone()]) {
+    if mentions_auth_failure(std::slice::from_ref(&lower)) {
         return Verdict::Refused;
     }
     if exit == 0
