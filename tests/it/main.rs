@@ -9,6 +9,7 @@ mod action_js;
 mod api_faults;
 mod build_action;
 mod build_real;
+mod check;
 mod cli;
 mod cluster;
 mod container_step;
