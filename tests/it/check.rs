@@ -296,7 +296,7 @@ async fn all_checks_pass() {
         "{stdout}"
     );
     assert!(
-        lines[4].contains("enforces Pod Security `baseline` (its label)"),
+        lines[4].contains("enforces Pod Security `baseline` (read from its `pod-security.kubernetes.io/enforce` label)"),
         "{stdout}"
     );
     assert!(lines[5].contains("`busybox:1.36` was pulled"), "{stdout}");
@@ -471,7 +471,7 @@ async fn pod_security_restricted_refuses_the_build_pod() {
     assert_eq!(finding(&report, "pod-security")["status"], "fail");
     let by_dry_run = message(&report, "pod-security");
     assert!(
-        by_dry_run.starts_with("a server-side dry run of the `rootless` build pod was refused (its label cannot be read")
+        by_dry_run.starts_with("a server-side dry run of the `rootless` build pod was refused (a dry run, since its label cannot be read: no `get` on namespaces")
             && by_dry_run.contains("the namespace enforces Pod Security `restricted`"),
         "{report:#}"
     );
@@ -515,7 +515,7 @@ async fn a_job_image_that_cannot_be_pulled_fails_fast_with_the_kubelets_message(
     assert_eq!(finding(&report, "job-image")["status"], "fail");
     let message = message(&report, "job-image");
     assert!(
-        message.starts_with("`ghcr.io/octo-org/missing:1` did not start: pod `runner-ck-check-")
+        message.starts_with("`ghcr.io/octo-org/missing:1` did not start: container `job` (image `ghcr.io/octo-org/missing:1`): ErrImagePull: ")
             && message.contains("ErrImagePull: rpc error: code = NotFound desc = failed to pull and unpack image \"ghcr.io/octo-org/missing:1\""),
         "{message}"
     );
@@ -732,4 +732,53 @@ async fn usage_errors_exit_1_and_help_exits_0() {
     let output = check(&runner, &[], &["--help"]).await;
     assert_eq!(output.status.code(), Some(0));
     assert!(text(&output.stdout).starts_with("usage: runner-k8s-hook check"));
+}
+
+/// The human report of a failing run: one line per check, then what to change, then the
+/// summary; exit code 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_run_reads_as_one_screen() {
+    let (cluster, runner) = setup(Mode::Volume).await;
+    cluster.rbac().deny("pods/log", "get");
+    let env = registry_env("refused.fake:5000");
+    let output = check(
+        &runner,
+        &env,
+        &["--job-image", "ghcr.io/octo-org/missing:1"],
+    )
+    .await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    println!("{stdout}");
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(stderr, "");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let statuses: Vec<&str> = lines[1..8]
+        .iter()
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .map(|s| Box::leak(s.into_boxed_str()) as &str)
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "FAIL permissions",
+            "pass data-plane",
+            "warn work-claim",
+            "pass pod-security",
+            "FAIL job-image",
+            "pass builder",
+            "FAIL registry",
+        ]
+    );
+    assert_eq!(lines[8], "");
+    assert_eq!(lines[9], "What to change:");
+    assert!(
+        lines[10].starts_with("  permissions: add these rules"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"3 checks failed, 1 warning: jobs will not work until it is fixed.")
+    );
+    assert!(lines.len() <= 40, "more than one screen:\n{stdout}");
+    assert_nothing_left(&cluster).await;
 }

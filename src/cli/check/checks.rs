@@ -341,7 +341,7 @@ async fn pod_security(
                     CHECK,
                     Status::Pass,
                     format!(
-                        "namespace `{namespace}` enforces Pod Security `{level}` (its label), which admits the `{name}` build pod"
+                        "namespace `{namespace}` enforces Pod Security `{level}` (read from its `{ENFORCE_LABEL}` label), which admits the `{name}` build pod"
                     ),
                 );
             }
@@ -356,7 +356,7 @@ async fn pod_security(
             None => "it has no enforce label, so the API server's default level applies".to_owned(),
         },
         Lookup::Forbidden(_) => {
-            "its label cannot be read (no `get` on namespaces, which ARC's chart Role does not grant)"
+            "its label cannot be read: no `get` on namespaces, which ARC's chart Role does not grant"
                 .to_owned()
         }
         Lookup::NotFound => {
@@ -370,7 +370,7 @@ async fn pod_security(
                 config::KUBERNETES_NAMESPACE
             ));
         }
-        Lookup::Failed(error) => format!("its label could not be read ({error})"),
+        Lookup::Failed(error) => format!("its label could not be read: {error}"),
     };
     let Some(pod) = build_pod.filter(|_| may_create) else {
         return Finding::new(
@@ -386,14 +386,14 @@ async fn pod_security(
             CHECK,
             Status::Pass,
             format!(
-                "a server-side dry run of the `{name}` build pod was admitted in namespace `{namespace}` ({unread})"
+                "a server-side dry run of the `{name}` build pod was admitted in namespace `{namespace}` (a dry run, since {unread})"
             ),
         ),
         Err(refusal) if refusal.message.contains("violates PodSecurity") => Finding::new(
             CHECK,
             Status::Fail,
             format!(
-                "a server-side dry run of the `{name}` build pod was refused ({unread}): {}",
+                "a server-side dry run of the `{name}` build pod was refused (a dry run, since {unread}): {}",
                 explain_rejection(profile, &refusal.message)
             ),
         )

@@ -87,7 +87,7 @@ impl Pods<'_> {
                 Finding::new(
                     CHECK,
                     Status::Fail,
-                    format!("`{image}` did not start: {error}"),
+                    format!("`{image}` did not start: {}", why(&error)),
                 )
                 .fix(fix)
             }
@@ -219,7 +219,7 @@ impl Pods<'_> {
                     Finding::new(
                         CHECK,
                         Status::Fail,
-                        format!("the builder image `{image}` did not run: {error}"),
+                        format!("the builder image `{image}` did not run: {}", why(&error)),
                     )
                     .fix(fix),
                     registry_skipped("the builder pod did not run"),
@@ -276,5 +276,16 @@ impl Pods<'_> {
                 (builder, registry)
             }
         }
+    }
+}
+
+/// What kept a pod from its goal: the kubelet's or scheduler's words when it could not start
+/// (the pod's name says nothing to the reader), else the whole error.
+fn why(error: &CheckPodError) -> String {
+    match error {
+        CheckPodError::Wait(crate::k8s::wait::WaitError::Failed { failure, .. }) => {
+            failure.to_string()
+        }
+        other => other.to_string(),
     }
 }
