@@ -12,6 +12,7 @@ mod build_real;
 mod check;
 mod cli;
 mod cluster;
+mod cluster_check;
 mod container_step;
 mod copy_bench;
 mod exec;
