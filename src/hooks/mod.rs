@@ -106,7 +106,7 @@ pub struct WorkVolumeChoice {
     pub reason: String,
 }
 
-/// The one decision between volume and copy mode, for the hook ([`choose_work_volume`]) and
+/// The one decision between volume and copy mode, for the hook (`choose_work_volume`) and
 /// `runner-k8s-hook check` alike: `ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE` when it is
 /// `volume` or `copy`; otherwise volume mode when `ACTIONS_RUNNER_CLAIM_NAME` is set or the
 /// runner pod (`runner`, when it could be read) mounts `<runner_pod>-work`. In volume mode the
@@ -166,4 +166,75 @@ pub fn decide_work_volume(
 /// The tolerations our pods inherit from the runner pod (none when it could not be read).
 pub(crate) fn runner_tolerations(runner: Option<&RunnerPod>) -> &[Toleration] {
     runner.map(|r| r.tolerations.as_slice()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    fn runner(claims: &[&str]) -> RunnerPod {
+        RunnerPod {
+            node_name: Some("node-1".into()),
+            claims: claims.iter().map(|c| c.to_string()).collect(),
+            ..RunnerPod::default()
+        }
+    }
+
+    #[test]
+    fn the_data_plane_is_decided_once_with_its_reason() {
+        let volume = decide_work_volume(&config(&[]), "r", Some(&runner(&["r-work"])));
+        assert_eq!(
+            volume.volume,
+            WorkVolume::Claim {
+                claim_name: "r-work".into(),
+                placement: Placement::PinToNode("node-1".into())
+            }
+        );
+        assert_eq!(volume.reason, "the runner pod mounts its work claim");
+
+        let copy = decide_work_volume(&config(&[]), "r", Some(&runner(&[])));
+        assert_eq!(copy.volume, WorkVolume::EmptyDir);
+        assert_eq!(
+            copy.reason,
+            "the runner pod mounts no `r-work` claim and ACTIONS_RUNNER_CLAIM_NAME is not set"
+        );
+
+        let forced = decide_work_volume(
+            &config(&[(DATA_PLANE, "copy")]),
+            "r",
+            Some(&runner(&["r-work"])),
+        );
+        assert_eq!(forced.volume, WorkVolume::EmptyDir);
+        assert_eq!(forced.reason, format!("{DATA_PLANE}=copy"));
+
+        let named = decide_work_volume(
+            &config(&[
+                (CLAIM_NAME, "shared"),
+                ("ACTIONS_RUNNER_USE_KUBE_SCHEDULER", "true"),
+            ]),
+            "r",
+            Some(&runner(&[])),
+        );
+        assert_eq!(
+            named.volume,
+            WorkVolume::Claim {
+                claim_name: "shared".into(),
+                placement: Placement::PreferNode("node-1".into())
+            }
+        );
+        assert_eq!(named.reason, format!("{CLAIM_NAME} is set"));
+
+        let unknown_node = decide_work_volume(&config(&[(DATA_PLANE, "volume")]), "r", None);
+        assert_eq!(
+            unknown_node.volume,
+            WorkVolume::Claim {
+                claim_name: "r-work".into(),
+                placement: Placement::Anywhere
+            }
+        );
+    }
 }
