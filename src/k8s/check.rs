@@ -171,7 +171,8 @@ impl Session {
 
     /// Create `pod`, wait until it reaches `goal` (failing fast where [`wait::until`] does) or
     /// `timeout` passes, and delete it again, in every case. While it exists it is in the undo
-    /// log, so a signal deletes it too.
+    /// log, so a signal deletes it too. Returns the pod as the API server created it (fields it
+    /// does not serve are gone) and what it reached.
     ///
     /// # Errors
     /// [`CheckPodError`]: the create was refused, or the pod did not reach the goal.
@@ -180,7 +181,7 @@ impl Session {
         pod: &Pod,
         goal: &Goal,
         timeout: Duration,
-    ) -> Result<Reached, CheckPodError> {
+    ) -> Result<(Pod, Reached), CheckPodError> {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let created = self.create_pod(pod).await.map_err(|error| match error {
             super::objects::ObjectError::Create { source, .. } => {
@@ -191,7 +192,7 @@ impl Session {
                 message: other.to_string(),
             }),
         });
-        created?;
+        let created = created?;
         let undo = Undo::DeletePod(name.clone());
         self.undo.push(undo.clone());
         let result = wait::until(self, &name, goal, timeout)
@@ -200,7 +201,7 @@ impl Session {
         if self.delete_pod(&name).await.is_ok() {
             self.undo.forget(&undo);
         }
-        Ok(result?)
+        Ok((created, result?))
     }
 }
 

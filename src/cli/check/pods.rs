@@ -14,7 +14,7 @@ use crate::config;
 use crate::image::probe::{self, ProbeSpec, Report as ProbeReport, Stage};
 use crate::image::{Storage, StorageDriver};
 use crate::k8s::Session;
-use crate::k8s::build::explain_rejection;
+use crate::k8s::build::{explain_rejection, verify_created};
 use crate::k8s::check::CheckPodError;
 use crate::k8s::objects::RunnerPod;
 use crate::k8s::wait::{Goal, Reached};
@@ -190,8 +190,8 @@ impl Pods<'_> {
             container: BUILD_CONTAINER.to_owned(),
         };
         let timeout = session.config.prepare_job_timeout + PROBE_TIMEOUT;
-        let reached = match session.run_check_pod(&pod, &goal, timeout).await {
-            Ok(reached) => reached,
+        let (created, reached) = match session.run_check_pod(&pod, &goal, timeout).await {
+            Ok(pair) => pair,
             Err(CheckPodError::Refused(refusal)) => {
                 return (
                     Finding::new(
@@ -226,6 +226,17 @@ impl Pods<'_> {
                 );
             }
         };
+        // A `userns` pod whose `hostUsers: false` the API server dropped ran as root on the
+        // node: the hook refuses to build with it, and so does the check.
+        if let Err(error) = verify_created(profile, &created) {
+            return (
+                Finding::new(CHECK, Status::Fail, error.to_string()).fix(format!(
+                    "set `{}=rootless`, or use Kubernetes 1.33 or later with user namespaces for `userns`",
+                    config::BUILDER_PROFILE
+                )),
+                registry_skipped("the builder pod cannot run as configured"),
+            );
+        }
         let Reached::Terminated {
             exit_code, message, ..
         } = reached
