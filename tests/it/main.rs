@@ -10,6 +10,7 @@ mod api_faults;
 mod build_action;
 mod build_real;
 mod check;
+mod check_real;
 mod cli;
 mod cluster;
 mod cluster_check;
