@@ -15,6 +15,9 @@ fn main() -> ExitCode {
     if args.first().is_some_and(|arg| arg == "build") {
         return build(&args[1..]);
     }
+    if args.first().is_some_and(|arg| arg == "check") {
+        return check(&args[1..]);
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => return fail(&anyhow::Error::new(err)),
@@ -75,6 +78,32 @@ fn build(args: &[OsString]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprint!("{}", render(&err));
+            match err.downcast_ref::<Cancelled>() {
+                Some(Cancelled(signal)) => ExitCode::from(signal.exit_code()),
+                None => ExitCode::from(error::EXIT_FAILURE),
+            }
+        }
+    }
+}
+
+/// `runner-k8s-hook check ...`: the report on stdout, exit 0 when no check failed, 1 otherwise
+/// (`cli::check`). Logs stay quiet unless `RUNNER_K8S_HOOK_LOG` asks: the report says it all.
+fn check(args: &[OsString]) -> ExitCode {
+    let result = Config::from_env()
+        .map_err(anyhow::Error::new)
+        .and_then(|mut config| {
+            config.log_filter.get_or_insert_with(|| "error".to_owned());
+            logging::init(&config);
+            runtime()?.block_on(async {
+                let mut stdout = tokio::io::stdout();
+                runner_k8s_hook::cli::check::run(args, &config, &mut stdout, signals()).await
+            })
+        });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(error::EXIT_FAILURE),
+        Err(err) => {
+            eprint!("{}", error::report_plain(&err));
             match err.downcast_ref::<Cancelled>() {
                 Some(Cancelled(signal)) => ExitCode::from(signal.exit_code()),
                 None => ExitCode::from(error::EXIT_FAILURE),

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Toleration;
 use tracing::{info, warn};
 
-use crate::config::DataPlaneSetting;
+use crate::config::{CLAIM_NAME, Config, DATA_PLANE, DataPlaneSetting};
 use crate::k8s::Session;
 use crate::k8s::objects::RunnerPod;
 use crate::protocol::{Args, Request, Response, State};
@@ -79,24 +79,72 @@ pub(crate) fn runner_work_dir(session: &Session) -> anyhow::Result<PathBuf> {
 /// Volume mode when configured, or when the runner pod mounts its work claim; copy mode
 /// otherwise (docs/user/install-arc.md). The choice and its reason are logged.
 pub(crate) fn choose_work_volume(session: &Session, runner: Option<&RunnerPod>) -> WorkVolume {
-    let config = &session.config;
-    let default_claim = format!("{}-work", session.runner_pod);
-    let claim = match config.data_plane {
-        DataPlaneSetting::Copy => {
-            info!("data plane: copy (ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE=copy)");
-            return WorkVolume::EmptyDir;
+    let choice = decide_work_volume(&session.config, &session.runner_pod, runner);
+    match &choice.volume {
+        WorkVolume::EmptyDir => info!("data plane: copy ({})", choice.reason),
+        WorkVolume::Claim {
+            claim_name,
+            placement,
+        } => {
+            if matches!(placement, Placement::Anywhere) {
+                warn!(
+                    "the runner's node is unknown: job pods are not pinned to it; a ReadWriteOnce work volume may fail to attach elsewhere"
+                );
+            }
+            info!(claim = %claim_name, placement = ?placement, "data plane: volume ({})", choice.reason);
         }
-        DataPlaneSetting::Volume => config.claim_name.clone().unwrap_or(default_claim),
+    }
+    choice.volume
+}
+
+/// The data plane and why: [`decide_work_volume`]'s answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkVolumeChoice {
+    /// The work volume of the job's pods (a claim: volume mode; an emptyDir: copy mode).
+    pub volume: WorkVolume,
+    /// Why, in words (which variable or what about the runner pod decided it).
+    pub reason: String,
+}
+
+/// The one decision between volume and copy mode, for the hook (`choose_work_volume`) and
+/// `runner-k8s-hook check` alike: `ACTIONS_RUNNER_CONTAINER_HOOKS_K8S_DATA_PLANE` when it is
+/// `volume` or `copy`; otherwise volume mode when `ACTIONS_RUNNER_CLAIM_NAME` is set or the
+/// runner pod (`runner`, when it could be read) mounts `<runner_pod>-work`. In volume mode the
+/// pods are pinned to the runner's node, or prefer it with `ACTIONS_RUNNER_USE_KUBE_SCHEDULER`.
+pub fn decide_work_volume(
+    config: &Config,
+    runner_pod: &str,
+    runner: Option<&RunnerPod>,
+) -> WorkVolumeChoice {
+    let default_claim = format!("{runner_pod}-work");
+    let copy = |reason: String| WorkVolumeChoice {
+        volume: WorkVolume::EmptyDir,
+        reason,
+    };
+    let (claim, reason) = match config.data_plane {
+        DataPlaneSetting::Copy => {
+            return copy(format!("{DATA_PLANE}=copy"));
+        }
+        DataPlaneSetting::Volume => match &config.claim_name {
+            Some(claim) => (claim.clone(), format!("{DATA_PLANE}=volume, {CLAIM_NAME}")),
+            None => (default_claim, format!("{DATA_PLANE}=volume")),
+        },
         DataPlaneSetting::Auto => {
             if let Some(claim) = &config.claim_name {
-                claim.clone()
+                (claim.clone(), format!("{CLAIM_NAME} is set"))
             } else if runner.is_some_and(|r| r.claims.contains(&default_claim)) {
-                default_claim
+                (
+                    default_claim,
+                    "the runner pod mounts its work claim".to_owned(),
+                )
+            } else if runner.is_none() {
+                return copy(format!(
+                    "the runner pod `{runner_pod}` could not be read and {CLAIM_NAME} is not set"
+                ));
             } else {
-                info!(
-                    "data plane: copy (the runner pod mounts no `{default_claim}` claim and ACTIONS_RUNNER_CLAIM_NAME is not set)"
-                );
-                return WorkVolume::EmptyDir;
+                return copy(format!(
+                    "the runner pod mounts no `{default_claim}` claim and {CLAIM_NAME} is not set"
+                ));
             }
         }
     };
@@ -104,21 +152,89 @@ pub(crate) fn choose_work_volume(session: &Session, runner: Option<&RunnerPod>) 
     let placement = match node {
         Some(node) if config.use_kube_scheduler => Placement::PreferNode(node),
         Some(node) => Placement::PinToNode(node),
-        None => {
-            warn!(
-                "the runner's node is unknown: job pods are not pinned to it; a ReadWriteOnce work volume may fail to attach elsewhere"
-            );
-            Placement::Anywhere
-        }
+        None => Placement::Anywhere,
     };
-    info!(claim = %claim, placement = ?placement, "data plane: volume");
-    WorkVolume::Claim {
-        claim_name: claim,
-        placement,
+    WorkVolumeChoice {
+        volume: WorkVolume::Claim {
+            claim_name: claim,
+            placement,
+        },
+        reason,
     }
 }
 
 /// The tolerations our pods inherit from the runner pod (none when it could not be read).
 pub(crate) fn runner_tolerations(runner: Option<&RunnerPod>) -> &[Toleration] {
     runner.map(|r| r.tolerations.as_slice()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    fn runner(claims: &[&str]) -> RunnerPod {
+        RunnerPod {
+            node_name: Some("node-1".into()),
+            claims: claims.iter().map(|c| c.to_string()).collect(),
+            ..RunnerPod::default()
+        }
+    }
+
+    #[test]
+    fn the_data_plane_is_decided_once_with_its_reason() {
+        let volume = decide_work_volume(&config(&[]), "r", Some(&runner(&["r-work"])));
+        assert_eq!(
+            volume.volume,
+            WorkVolume::Claim {
+                claim_name: "r-work".into(),
+                placement: Placement::PinToNode("node-1".into())
+            }
+        );
+        assert_eq!(volume.reason, "the runner pod mounts its work claim");
+
+        let copy = decide_work_volume(&config(&[]), "r", Some(&runner(&[])));
+        assert_eq!(copy.volume, WorkVolume::EmptyDir);
+        assert_eq!(
+            copy.reason,
+            "the runner pod mounts no `r-work` claim and ACTIONS_RUNNER_CLAIM_NAME is not set"
+        );
+
+        let forced = decide_work_volume(
+            &config(&[(DATA_PLANE, "copy")]),
+            "r",
+            Some(&runner(&["r-work"])),
+        );
+        assert_eq!(forced.volume, WorkVolume::EmptyDir);
+        assert_eq!(forced.reason, format!("{DATA_PLANE}=copy"));
+
+        let named = decide_work_volume(
+            &config(&[
+                (CLAIM_NAME, "shared"),
+                ("ACTIONS_RUNNER_USE_KUBE_SCHEDULER", "true"),
+            ]),
+            "r",
+            Some(&runner(&[])),
+        );
+        assert_eq!(
+            named.volume,
+            WorkVolume::Claim {
+                claim_name: "shared".into(),
+                placement: Placement::PreferNode("node-1".into())
+            }
+        );
+        assert_eq!(named.reason, format!("{CLAIM_NAME} is set"));
+
+        let unknown_node = decide_work_volume(&config(&[(DATA_PLANE, "volume")]), "r", None);
+        assert_eq!(
+            unknown_node.volume,
+            WorkVolume::Claim {
+                claim_name: "r-work".into(),
+                placement: Placement::Anywhere
+            }
+        );
+    }
 }

@@ -15,6 +15,7 @@
 //! - [`registry`]: finding an image by tag in a registry and tagging it again.
 //! - [`options`]: the allow-list of extra Buildah options (pure).
 //! - [`script`]: the build script every executor runs (pure).
+//! - [`probe`]: the builder and registry probe of `runner-k8s-hook check` (pure).
 //! - [`local`]: the executor that runs the script on this machine, optionally as another
 //!   (unprivileged) user.
 //!
@@ -42,6 +43,7 @@ pub mod dockerignore;
 pub mod key;
 pub mod local;
 pub mod options;
+pub mod probe;
 pub mod reference;
 pub mod registry;
 pub mod script;

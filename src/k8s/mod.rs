@@ -5,14 +5,15 @@
 //! created. The submodules are the verbs: [`objects`] (create, get, list, delete), [`rbac`]
 //! (pre-flight), [`retry`] (the one policy for transient API errors), [`wait`] (a pod reaching a
 //! goal), [`exec`] (commands in a container), [`logs`] (following a container's log) and
-//! [`build`] (the image build engine's pod executor) and [`registry`] (what the hook needs to
-//! talk to the push registry itself).
+//! [`build`] (the image build engine's pod executor), [`registry`] (what the hook needs to
+//! talk to the push registry itself); [`check`] holds the calls of `runner-k8s-hook check`.
 //!
 //! Owns every API call and the policies around them (retry, wait, undo). May use `spec` for the
 //! objects it creates, `transfer` for the copy seam it implements, `image` for the executor
 //! contract and `config`; must not decide what a hook command does (that is `hooks`).
 
 pub mod build;
+pub mod check;
 pub mod exec;
 pub mod logs;
 pub mod objects;

@@ -101,6 +101,58 @@ pub enum RbacError {
     },
 }
 
+/// The hook commands that use `permission` (the runner's names), for a check that says which
+/// command a missing verb would break. Every entry of [`REQUIRED`] has at least one.
+pub fn needed_by(permission: &Permission) -> &'static [&'static str] {
+    const PREPARE: &str = "prepare_job";
+    const SCRIPT: &str = "run_script_step";
+    const CONTAINER: &str = "run_container_step";
+    const CLEANUP: &str = "cleanup_job";
+    match (permission.resource, permission.subresource, permission.verb) {
+        // The runner pod, and waiting for job, step and build pods by polling.
+        ("pods", "", "get") => &[PREPARE, CONTAINER],
+        // Leftovers of an earlier job, and clean-up by label.
+        ("pods", "", "list" | "delete") | ("secrets", "", "list" | "delete") => &[PREPARE, CLEANUP],
+        // Job pod; step and build pods.
+        ("pods", "", "create") => &[PREPARE, CONTAINER],
+        // Copy mode fills the job pod; every script step; copy-mode step and build pods.
+        ("pods", "exec", _) => &[PREPARE, SCRIPT, CONTAINER],
+        // Container-step and build logs.
+        ("pods", "log", "get") => &[CONTAINER],
+        // Pull secrets and step environments (`get` reads one back after a lost answer).
+        ("secrets", "", "create" | "get") => &[PREPARE, CONTAINER],
+        _ => &[],
+    }
+}
+
+/// The rules a Role needs so that `missing` is granted, as YAML lines to add under `rules:`
+/// (one rule per resource, in the order of `missing`).
+pub fn role_rules(missing: &[Permission]) -> String {
+    let mut rules: Vec<(String, Vec<&str>)> = Vec::new();
+    for perm in missing {
+        let resource = if perm.subresource.is_empty() {
+            perm.resource.to_owned()
+        } else {
+            format!("{}/{}", perm.resource, perm.subresource)
+        };
+        match rules.iter_mut().find(|(r, _)| *r == resource) {
+            Some((_, verbs)) => verbs.push(perm.verb),
+            None => rules.push((resource, vec![perm.verb])),
+        }
+    }
+    rules
+        .iter()
+        .map(|(resource, verbs)| {
+            let verbs = verbs
+                .iter()
+                .map(|v| format!("\"{v}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("- apiGroups: [\"\"]\n  resources: [\"{resource}\"]\n  verbs: [{verbs}]\n")
+        })
+        .collect()
+}
+
 impl Session {
     /// Check every permission in [`REQUIRED`], and whether pods may be watched (remembered in
     /// [`Session::watch`]), with concurrent reviews.
@@ -109,9 +161,35 @@ impl Session {
     /// [`RbacError::Missing`] listing every denied verb; [`RbacError::Review`] when the API
     /// cannot answer.
     pub async fn check_permissions(&self) -> Result<(), RbacError> {
+        let wanted: Vec<Permission> = REQUIRED.iter().copied().chain([WATCH_PODS]).collect();
+        let answers = self.review(&wanted).await?;
+        let missing: Vec<Permission> = answers
+            .into_iter()
+            .filter(|(perm, allowed)| *perm != WATCH_PODS && !allowed)
+            .map(|(perm, _)| perm)
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(RbacError::Missing {
+                namespace: self.namespace.clone(),
+                missing,
+            })
+        }
+    }
+
+    /// Ask whether each of `wanted` is granted in our namespace (one `SelfSubjectAccessReview`
+    /// each, sent together), in the order given. What it learns about [`WATCH_PODS`] is
+    /// remembered in [`Session::watch`].
+    ///
+    /// # Errors
+    /// [`RbacError::Review`] when the API cannot answer.
+    pub async fn review(
+        &self,
+        wanted: &[Permission],
+    ) -> Result<Vec<(Permission, bool)>, RbacError> {
         let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
-        let wanted = REQUIRED.iter().chain(std::iter::once(&WATCH_PODS));
-        let reviews = wanted.map(|perm| {
+        let reviews = wanted.iter().map(|perm| {
             let api = api.clone();
             let review = SelfSubjectAccessReview {
                 spec: SelfSubjectAccessReviewSpec {
@@ -135,7 +213,7 @@ impl Session {
                 Ok::<_, kube::Error>((*perm, answer.status.is_some_and(|s| s.allowed)))
             }
         });
-        let mut missing = Vec::new();
+        let mut answers = Vec::new();
         for result in futures::future::join_all(reviews).await {
             let (perm, allowed) = result.map_err(|source| RbacError::Review {
                 namespace: self.namespace.clone(),
@@ -143,18 +221,10 @@ impl Session {
             })?;
             if perm == WATCH_PODS {
                 self.watch.learn(allowed);
-            } else if !allowed {
-                missing.push(perm);
             }
+            answers.push((perm, allowed));
         }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(RbacError::Missing {
-                namespace: self.namespace.clone(),
-                missing,
-            })
-        }
+        Ok(answers)
     }
 }
 
@@ -171,6 +241,27 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "the service account may not create pods/exec, delete secrets in namespace `arc-runners`"
+        );
+    }
+
+    #[test]
+    fn every_required_permission_names_the_commands_that_use_it() {
+        for perm in REQUIRED {
+            assert!(!needed_by(perm).is_empty(), "{perm}");
+        }
+        assert!(needed_by(&WATCH_PODS).is_empty());
+    }
+
+    #[test]
+    fn missing_permissions_become_role_rules() {
+        let rules = role_rules(&[
+            p("pods", "exec", "create"),
+            p("secrets", "", "delete"),
+            p("pods", "exec", "get"),
+        ]);
+        assert_eq!(
+            rules,
+            "- apiGroups: [\"\"]\n  resources: [\"pods/exec\"]\n  verbs: [\"create\", \"get\"]\n- apiGroups: [\"\"]\n  resources: [\"secrets\"]\n  verbs: [\"delete\"]\n"
         );
     }
 }

@@ -191,6 +191,9 @@ pub enum ContextSource<'a> {
         /// Image of the `stage` init container (`ACTIONS_RUNNER_IMAGE`).
         stage_image: &'a str,
     },
+    /// No context: a pod that runs the builder image with the build pod's profile, volumes,
+    /// Secret and CA, for a command that builds nothing (`runner-k8s-hook check`).
+    None,
 }
 
 /// Everything [`build_pod`] needs.
@@ -318,6 +321,7 @@ pub fn build_pod(input: &BuildPodInput<'_>) -> Result<Pod, BuildPodError> {
                 ..Default::default()
             });
         }
+        ContextSource::None => {}
     }
     if let Some(secret) = input.registry_secret {
         volumes.push(Volume {

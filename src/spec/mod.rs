@@ -13,6 +13,7 @@
 //! - [`job_pod`](mod@job_pod): the job pod (job container and services in one pod);
 //! - [`step_pod`](mod@step_pod): the pod of a container step and its copy-mode helpers;
 //! - [`build_pod`](mod@build_pod): the pod that builds a Dockerfile action;
+//! - [`check_pod`]: the short-lived pods of `runner-k8s-hook check`;
 //! - [`pod`]: what job and step pods share (the pod around the containers, a container from the
 //!   runner's definition);
 //! - [`mounts`]: the work and externals volumes, the runner's mounts mapped onto them, `fs-init`;
@@ -25,6 +26,7 @@
 //! The items callers use are re-exported here (`spec::job_pod`, `spec::WorkVolume`...).
 
 pub mod build_pod;
+pub mod check_pod;
 pub mod job_pod;
 pub mod meta;
 pub mod mounts;

@@ -68,6 +68,12 @@ pub fn build_pod(runner_pod: &str, suffix: &str) -> String {
     join_name(runner_pod, &format!("-build-{}", clean_suffix(suffix)))
 }
 
+/// Name of a short-lived pod of `runner-k8s-hook check`:
+/// `<runner pod, at most 48 characters>-check-<suffix>`.
+pub fn check_pod(runner_pod: &str, suffix: &str) -> String {
+    join_name(runner_pod, &format!("-check-{}", clean_suffix(suffix)))
+}
+
 /// Eight random lowercase letters and digits (about 41 bits), for [`secret`], [`step_pod`] and
 /// [`build_pod`]. The TypeScript hook uses the first 8 hex digits of a UUID v4 (32 bits).
 pub fn random_suffix() -> String {

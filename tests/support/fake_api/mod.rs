@@ -14,6 +14,7 @@
 //! - `sandbox.rs`: bubblewrap container processes and nsenter execs;
 //! - `exec.rs`: `pods/exec` over WebSocket (channel protocol v4/v5);
 //! - `logs.rs`: container logs and `pods/log`;
+//! - `admission.rs`: Pod Security admission from a namespace's `enforce` label;
 //! - `images.rs`, `selectors.rs`, `validation.rs`, `status.rs`.
 //!
 //! # Use
@@ -30,6 +31,7 @@
 //! cluster.faults().api_down(Duration::from_secs(10)); // an API server restart: port closed, all cut
 //! cluster.faults().cut_execs();                       // or cut_log_streams(): mid-stream drops
 //! cluster.rbac().deny("pods/exec", "create");        // the hook's Role: ARC's chart Role by default
+//! cluster.label_namespace("pod-security.kubernetes.io/enforce", "restricted"); // Pod Security
 //! cluster.requests();                                // what the clients asked, in order
 //! cluster.refused_hook_requests();                   // what the Role refused the hook
 //! ```
@@ -50,7 +52,9 @@
 //! and verb against a Role (ARC's chart Role unless a test changes it), the verb taken from the
 //! request as `requestinfo.go` does (a WebSocket exec GET is `get` on `pods/exec`, as on 1.28),
 //! with the authorizer's exact message (named when a field selector names the object); an API
-//! server that goes away (refused connections, every watch, log stream and exec cut at once).
+//! server that goes away (refused connections, every watch, log stream and exec cut at once);
+//! Pod Security admission from a namespace's `pod-security.kubernetes.io/enforce` label, with the
+//! API server's refusal text (the checks the hook's pods can trip, `admission.rs`).
 //!
 //! # Simplified (and why)
 //! One node, without a Node object in the API (taints and cordon are set through
@@ -72,6 +76,7 @@
 //! Foreground deletion is treated as Background; exec with `tty=true` gets no pty; only the
 //! WebSocket exec protocols v4/v5 are spoken (no SPDY, no v1-v3).
 
+mod admission;
 mod containers;
 mod events;
 mod exec;
@@ -179,6 +184,8 @@ pub struct Shared {
     pub images: Images,
     pub kubelet: Kubelet,
     pub rbac: Mutex<Policy>,
+    /// Labels of each namespace (`kubectl label namespace`), read by Pod Security admission.
+    pub namespace_labels: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     pub faults: Mutex<Vec<Fault>>,
     /// Connections to cut (an API server restart, a dropped exec or log stream).
     pub cuts: tokio::sync::broadcast::Sender<Cut>,
@@ -248,6 +255,7 @@ impl FakeCluster {
             images: Images::default(),
             kubelet: Kubelet::default(),
             rbac: Mutex::new(Policy::chart_role()),
+            namespace_labels: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Vec::new()),
             cuts: tokio::sync::broadcast::channel(16).0,
             down_until: Mutex::new(None),
@@ -349,6 +357,19 @@ impl FakeCluster {
     /// get 403 with the RBAC authorizer's message.
     pub fn rbac(&self) -> Rbac<'_> {
         Rbac(&self.shared)
+    }
+
+    /// `kubectl label namespace <the test namespace> key=value --overwrite`: a
+    /// `pod-security.kubernetes.io/enforce` label makes pod creation (and dry runs) pass Pod
+    /// Security admission at that level.
+    pub fn label_namespace(&self, key: &str, value: &str) {
+        self.shared
+            .namespace_labels
+            .lock()
+            .expect("namespace labels lock")
+            .entry(self.namespace().to_string())
+            .or_default()
+            .insert(key.to_string(), value.to_string());
     }
 
     /// Every request so far, in arrival order.

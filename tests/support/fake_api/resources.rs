@@ -2,7 +2,8 @@
 //! dry run), get, list (selectors, `limit`/`continue`), watch (replay, selector transitions,
 //! initial-events bookmark, timeout, 410 as an ERROR event), replace/patch (resourceVersion
 //! preconditions, immutable fields), delete (pod graceful deletion, preconditions, propagation),
-//! deletecollection, the garbage collector and SelfSubjectAccessReviews. Copies the generic
+//! deletecollection, the garbage collector and SelfSubjectAccessReviews; Pod Security
+//! admission (`admission.rs`) on pod creation. Copies the generic
 //! registry (`staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go`), the watch
 //! cache (`.../storage/cacher/cache_watcher.go`), `pkg/registry/core/pod/strategy.go` and the
 //! defaulting of `pkg/apis/core/v1/defaults.go`. Must not: run containers (kubelet.rs).
@@ -16,6 +17,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use serde_json::{Map, Value, json};
 
 use super::Shared;
+use super::admission;
 use super::logs::{query_bool, query_value};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::server::{self, Response};
@@ -271,6 +273,17 @@ pub fn create(
     }
     if plural == "pods" {
         object["metadata"]["generation"] = json!(1);
+        // Validating admission runs after validation, for dry runs too: Pod Security.
+        let labels = shared
+            .namespace_labels
+            .lock()
+            .expect("namespace labels lock")
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(detail) = admission::evaluate(&labels, &object) {
+            return Err(ApiError::forbidden("pods", &name, &detail));
+        }
     }
     if query_value(query, "dryRun").is_some() {
         object["metadata"]["uid"] = json!(new_uid());

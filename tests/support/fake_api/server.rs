@@ -322,9 +322,22 @@ async fn route(
         ["api", "v1", "namespaces", namespace] if method == Method::GET => {
             authorize(shared, who, "get", "namespaces", None, namespace)?;
             if shared.store.namespace_exists(namespace) {
+                // `kubernetes.io/metadata.name` is set on every namespace by the API server
+                // (1.22+), then the labels a test gave it.
+                let mut labels = json!({"kubernetes.io/metadata.name": namespace});
+                for (key, value) in shared
+                    .namespace_labels
+                    .lock()
+                    .expect("namespace labels lock")
+                    .get(*namespace)
+                    .into_iter()
+                    .flatten()
+                {
+                    labels[key] = json!(value);
+                }
                 Ok(json_response(
                     200,
-                    &json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": namespace}, "status": {"phase": "Active"}}),
+                    &json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": namespace, "labels": labels}, "status": {"phase": "Active"}}),
                 ))
             } else {
                 Err(ApiError::not_found("namespaces", namespace))
