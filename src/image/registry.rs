@@ -270,14 +270,10 @@ pub fn credentials_for(
     }
     let config: Config = serde_json::from_slice(docker_config)
         .map_err(|e| format!("it is not a docker config.json (`auths`): {e}"))?;
-    let entry = config.auths.iter().find_map(|(key, entry)| {
-        let key = key
-            .strip_prefix("https://")
-            .or_else(|| key.strip_prefix("http://"))
-            .unwrap_or(key);
-        let key_host = key.split('/').next().unwrap_or(key);
-        (key_host == host).then_some(entry)
-    });
+    let entry = config
+        .auths
+        .iter()
+        .find_map(|(key, entry)| auth_key_matches(key, host).then_some(entry));
     let Some(entry) = entry else {
         return Ok(None);
     };
@@ -299,6 +295,16 @@ pub fn credentials_for(
         user.to_owned(),
         SecretString::from(password.to_owned()),
     )))
+}
+
+/// Whether a key of a docker config's `auths` applies to `host` (`host`, `https://host`,
+/// `host/path`, `https://host/v1/`), as containers/image matches them by host.
+pub fn auth_key_matches(key: &str, host: &str) -> bool {
+    let key = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    key.split('/').next() == Some(host)
 }
 
 /// `mediaType` of a manifest; an OCI image manifest when it has none (the field is optional in
@@ -389,6 +395,17 @@ mod tests {
             "application/vnd.oci.image.manifest.v1+json"
         );
         assert!(media_type(b"<html>").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn auth_keys_match_by_host() {
+        assert!(auth_key_matches(
+            "registry.ns.svc:5000",
+            "registry.ns.svc:5000"
+        ));
+        assert!(auth_key_matches("https://ghcr.io", "ghcr.io"));
+        assert!(auth_key_matches("ghcr.io/owner", "ghcr.io"));
+        assert!(!auth_key_matches("localhost:30500", "registry.ns.svc:5000"));
     }
 
     #[test]

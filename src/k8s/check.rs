@@ -115,7 +115,7 @@ impl Session {
             let hosts = secret
                 .data
                 .as_ref()
-                .and_then(|data| data.get(".dockerconfigjson"))
+                .and_then(|data| data.get(crate::spec::build_pod::DOCKERCONFIGJSON_KEY))
                 .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes.0).ok())
                 .and_then(|config| {
                     config["auths"]

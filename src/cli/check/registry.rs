@@ -9,6 +9,7 @@
 use super::report::{Finding, Status};
 use crate::config;
 use crate::image::probe::{self, Report as ProbeReport, Verdict};
+use crate::image::registry::auth_key_matches;
 use crate::k8s::Session;
 use crate::k8s::check::Lookup;
 use crate::spec::build_pod;
@@ -142,16 +143,6 @@ pub(super) async fn registry_plan(session: &Session) -> (RegistryPlan, bool, boo
     (plan, secret_usable, ca_usable)
 }
 
-/// Whether a key of a docker config's `auths` applies to `host` (`host`, `https://host`,
-/// `host/path`, `https://host/v1/`), as containers/image matches them by host.
-fn auth_key_matches(key: &str, host: &str) -> bool {
-    let key = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    key.split('/').next() == Some(host)
-}
-
 /// `registry`: what the push host answered to the probe.
 pub(super) fn registry_verdict(session: &Session, host: &str, report: &ProbeReport) -> Finding {
     const CHECK: &str = "registry";
@@ -223,21 +214,5 @@ pub(super) fn registry_verdict(session: &Session, host: &str, report: &ProbeRepo
             Status::Warn,
             format!("`{host}` gave an answer the check does not know: {summary}"),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auth_keys_match_by_host() {
-        assert!(auth_key_matches(
-            "registry.ns.svc:5000",
-            "registry.ns.svc:5000"
-        ));
-        assert!(auth_key_matches("https://ghcr.io", "ghcr.io"));
-        assert!(auth_key_matches("ghcr.io/owner", "ghcr.io"));
-        assert!(!auth_key_matches("localhost:30500", "registry.ns.svc:5000"));
     }
 }
