@@ -85,7 +85,7 @@ struct Setup {
     registry: Registry,
     /// Where the build pod pushes and the hook looks: `<registry>/actions`.
     push: String,
-    /// The stand-in's directory: outside `/tmp`, which containers see as their own tmpfs.
+    /// The stand-in's directory ([`stand_in_dir`]).
     bin: tempfile::TempDir,
 }
 
@@ -109,7 +109,7 @@ async fn setup(mode: Mode) -> Setup {
     )
     .unwrap();
 
-    let bin = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let bin = stand_in_dir();
     std::fs::write(bin.path().join("buildah"), STANDIN_BUILDAH).unwrap();
     set_executable(&bin.path().join("buildah"));
     set_executable(bin.path());
@@ -148,6 +148,15 @@ async fn setup(mode: Mode) -> Setup {
         push,
         bin,
     }
+}
+
+/// A directory for the stand-in that the build container sees: not under `/tmp` (containers
+/// get a tmpfs there, and the clone may live there) nor `/var/tmp` (the build pod's emptyDir).
+fn stand_in_dir() -> tempfile::TempDir {
+    let base = std::path::Path::new("/var/lib/runner-k8s-hook-tests");
+    std::fs::create_dir_all(base).unwrap();
+    set_executable(base);
+    tempfile::tempdir_in(base).unwrap()
 }
 
 fn env(push: &str, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
