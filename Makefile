@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test demo deps lint fmt bench bench-startup bench-build bench-copy bench-wait
+.PHONY: test demo deps lint fmt bench bench-startup bench-build bench-copy bench-wait bench-reuse
 
 deps:
 	@scripts/install-deps.sh test
@@ -24,7 +24,7 @@ fmt:
 demo: ## build examples/hello-action rootless, push it to a local registry, run it (scripts/demo.sh)
 	@scripts/demo.sh
 
-bench: bench-startup bench-copy bench-build bench-wait ## every benchmark (see bench/README.md)
+bench: bench-startup bench-copy bench-build bench-wait bench-reuse ## every benchmark (see bench/README.md)
 
 bench-copy: deps
 	bench/copy.sh
@@ -37,3 +37,6 @@ bench-build: deps
 
 bench-wait: deps
 	bench/wait.sh
+
+bench-reuse: deps
+	bench/reuse.sh

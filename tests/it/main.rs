@@ -26,6 +26,7 @@ mod layering;
 mod protocol;
 mod rbac;
 mod registry;
+mod reuse_bench;
 mod runner_image;
 mod shim;
 mod tainted_node;
