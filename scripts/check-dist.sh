@@ -17,8 +17,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dist=$(realpath "${1:-target/dist}")
 
-fail() { echo "check-dist: FAILED: $*" >&2; exit 1; }
-ok() { echo "check-dist: ok: $*" >&2; }
+# Each `ok` is one passed check; the last line is the tally (`check-dist: N passed, N failed`),
+# which CI's log reader takes as a test run's closing line.
+passed=0
+fail() {
+  echo "check-dist: FAILED: $*" >&2
+  echo "check-dist: $passed passed, 1 failed"
+  exit 1
+}
+ok() {
+  echo "check-dist: ok: $*" >&2
+  passed=$((passed + 1))
+}
 
 for tool in bwrap file readelf sha256sum; do
   command -v "$tool" >/dev/null || fail "\`$tool\` is not installed (scripts/install-deps.sh dist installs it)"
@@ -98,7 +108,7 @@ check() {
   local expected="runner-k8s-hook $version (commit $commit, $target)" got status=0
   got=$(run_empty_root "$root" "${run[@]}" --version) || status=$?
   [ "$status" -eq 0 ] || fail "$asset --version in an empty root ($how) exited $status: $(cat "$scratch/stderr")"
-  [ "$got" = "$expected" ] || fail "$asset --version printed \`$got\`, expected \`$expected\`"
+  [ "$got" = "$expected" ] || fail "$asset --version printed \`$got\`, expected \`$expected\` (built from another commit or version? run make dist again)"
   ok "$asset --version in an empty root ($how): $got"
 
   # The hook itself, without a request: its own error and exit code 1, no loader or panic.
@@ -115,3 +125,4 @@ check() {
 check runner-k8s-hook-x86_64-linux x86_64 'Advanced Micro Devices X86-64' x86_64-unknown-linux-musl
 check runner-k8s-hook-aarch64-linux aarch64 'AArch64' aarch64-unknown-linux-musl
 echo "check-dist: both release binaries are static and run with no libraries" >&2
+echo "check-dist: $passed passed, 0 failed"
