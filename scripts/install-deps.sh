@@ -2,10 +2,14 @@
 # Installs what the tests and the demo need on a fresh Debian 12 machine. Idempotent: a package
 # that is already installed is not touched, and apt is only asked when something is missing.
 #
-# usage: scripts/install-deps.sh test|demo
+# usage: scripts/install-deps.sh test|demo|dist
 set -euo pipefail
 
 want=(bubblewrap busybox-static hyperfine nodejs)
+# Release binaries (scripts/dist.sh, scripts/check-dist.sh): an empty root to run the x86_64
+# binary in (bubblewrap), `file` and `readelf` (binutils) to read both, and qemu-user-static to
+# run the aarch64 one. Zig and cargo-zigbuild come from PyPI (scripts/dist-requirements.txt).
+dist=(bubblewrap file binutils qemu-user-static)
 # Real builds (tests/it/build_real.rs, make demo, bench/build.sh): rootless Buildah, a local
 # registry (run by hand on 127.0.0.1, never as the package's service: policy-rc.d keeps it
 # stopped), subordinate ids (uidmap: newuidmap/newgidmap), a busybox base image made without
@@ -17,7 +21,8 @@ build=(buildah docker-registry uidmap busybox-static apache2-utils openssl curl 
 case "${1:-test}" in
   test) want+=("${build[@]}") ;;
   demo) want+=("${build[@]}") ;;
-  *) echo "usage: $0 test|demo" >&2; exit 2 ;;
+  dist) want=("${dist[@]}") ;;
+  *) echo "usage: $0 test|demo|dist" >&2; exit 2 ;;
 esac
 
 missing=()

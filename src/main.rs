@@ -1,22 +1,31 @@
-//! The hook binary: read the request from stdin, run it, report. All logic is in the library.
+//! The hook binary: read the request from stdin, run it, report. All logic is in the library;
+//! the first argument chooses the command (`cli::command`).
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use runner_k8s_hook::cli::{self, Command};
 use runner_k8s_hook::{Cancel, Cancelled, Outcome, Signal, config::Config, error, logging};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    if args.first().is_some_and(|arg| arg == "build") {
-        return build(&args[1..]);
-    }
-    if args.first().is_some_and(|arg| arg == "check") {
-        return check(&args[1..]);
+    match cli::command(args.first().map(OsString::as_os_str)) {
+        Ok(Command::Hook) => {}
+        Ok(Command::Build) => return build(&args[1..]),
+        Ok(Command::Check) => return check(&args[1..]),
+        Ok(Command::Version) => return print(&format!("{}\n", cli::version())),
+        Ok(Command::Help) => return print(cli::USAGE),
+        Err(unknown) => {
+            eprintln!(
+                "error: unknown argument `{unknown}`\nhint: the hook takes no arguments (the runner starts it with its request on stdin); see `runner-k8s-hook --help`"
+            );
+            return ExitCode::from(error::EXIT_FAILURE);
+        }
     }
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -109,6 +118,18 @@ fn check(args: &[OsString]) -> ExitCode {
                 None => ExitCode::from(error::EXIT_FAILURE),
             }
         }
+    }
+}
+
+/// `text` on stdout; a closed stdout (`| head -c0`) is a failure, not a panic.
+fn print(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(error::EXIT_FAILURE),
     }
 }
 

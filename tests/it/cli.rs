@@ -219,3 +219,124 @@ fn invalid_configuration_names_the_variable() {
         "::error::environment variable `ACTIONS_RUNNER_PREPARE_JOB_TIMEOUT_SECONDS` has an invalid value `10m`: expected a positive whole number of seconds, e.g. `600`"
     );
 }
+
+/// Run the binary with `args`, no environment at all and a stdin that stays open: a command
+/// that read stdin would block, so it fails the test after 10 s instead of passing by luck.
+fn run_without_environment(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the hook binary starts");
+    let stdin = child.stdin.take();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("`runner-k8s-hook {}` waited for stdin", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The commit `build.rs` reads: the first 7 hex digits of HEAD, when the crate is its own git
+/// checkout (None outside one, e.g. a source archive).
+fn git_head() -> Option<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(manifest)
+            .args(args)
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| text(&output.stdout).trim().to_owned())
+    };
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    if Path::new(&top).canonicalize().ok()? != manifest.canonicalize().ok()? {
+        return None;
+    }
+    Some(git(&["rev-parse", "--verify", "HEAD^{commit}"])?[..7].to_owned())
+}
+
+#[test]
+fn version_prints_version_commit_and_target_on_one_line() {
+    // The triple, built without asking the build: this crate targets Linux, gnu or musl.
+    let libc = if cfg!(target_env = "musl") {
+        "musl"
+    } else {
+        "gnu"
+    };
+    let target = format!("{}-unknown-linux-{libc}", std::env::consts::ARCH);
+    for flag in ["--version", "-V"] {
+        let output = run_without_environment(&[flag]);
+        let stdout = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{flag}: {output:?}");
+        assert_eq!(text(&output.stderr), "", "{flag}");
+        match git_head() {
+            Some(commit) => assert_eq!(
+                stdout,
+                format!(
+                    "runner-k8s-hook {} (commit {commit}, {target})\n",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                "{flag}"
+            ),
+            // Outside a git checkout: RUNNER_K8S_HOOK_COMMIT's digits, or `unknown`.
+            None => {
+                let prefix = format!("runner-k8s-hook {} (commit ", env!("CARGO_PKG_VERSION"));
+                let commit = stdout
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.strip_suffix(&format!(", {target})\n")))
+                    .unwrap_or_else(|| panic!("{flag}: {stdout}"));
+                assert!(
+                    commit == "unknown" || commit.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{flag}: {stdout}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn help_names_the_hook_and_the_build_subcommand() {
+    for flag in ["--help", "-h"] {
+        let output = run_without_environment(&[flag]);
+        let stdout = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{flag}: {output:?}");
+        assert_eq!(text(&output.stderr), "", "{flag}");
+        assert!(stdout.starts_with("runner-k8s-hook: "), "{stdout}");
+        assert!(
+            stdout.contains("usage: runner-k8s-hook              run a hook command"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("runner-k8s-hook build ..."), "{stdout}");
+        assert!(stdout.contains("runner-k8s-hook --version"), "{stdout}");
+    }
+}
+
+/// The hook takes no arguments: a mistyped flag is refused at once, not taken for a hook run
+/// that waits for a request on stdin.
+#[test]
+fn an_unknown_argument_is_refused_without_reading_stdin() {
+    for arg in ["--verison", "-v", "prepare_job"] {
+        let output = run_without_environment(&[arg]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{arg}: {stderr}");
+        assert_eq!(text(&output.stdout), "", "{arg}");
+        assert_eq!(
+            stderr,
+            format!(
+                "error: unknown argument `{arg}`\nhint: the hook takes no arguments (the runner starts it with its request on stdin); see `runner-k8s-hook --help`\n"
+            )
+        );
+    }
+}
