@@ -198,16 +198,22 @@ impl Session {
         }
     }
 
-    /// Create the (empty) file `path` in `container` of `pod`: how the hook releases a `stage`
-    /// init container that waits for its files.
+    /// Create the (empty) file `path` in the `stage` init container `container` of `pod`: the
+    /// marker that releases it (it waits for the file, then ends, and the pod's own container
+    /// starts).
+    ///
+    /// The container may end as soon as the file exists, and the runtime then kills what is
+    /// still running in it, our exec'd `touch` included, before the exec reports its exit: exit
+    /// 137 (SIGKILL) therefore counts as released. If the file was not made after all, the
+    /// caller's next wait (the pod's own container starting) fails with the pod's state.
     ///
     /// # Errors
-    /// When the exec fails or `touch` exits non-zero (with its stderr).
+    /// When the exec fails or `touch` exits with another code (with its stderr).
     pub async fn create_file(&self, pod: &str, container: &str, path: &str) -> anyhow::Result<()> {
         let argv = vec![
             "sh".to_owned(),
             "-c".to_owned(),
-            "touch \"$1\"".to_owned(),
+            "exec touch \"$1\"".to_owned(),
             "sh".to_owned(),
             path.to_owned(),
         ];
@@ -218,7 +224,7 @@ impl Session {
             .exec(argv, None, &mut out, &mut err)
             .await?;
         anyhow::ensure!(
-            code == 0,
+            code == 0 || code == KILLED_AS_THE_CONTAINER_ENDED,
             "could not create `{path}` in pod `{pod}` container `{container}` (exit {code}): {}",
             String::from_utf8_lossy(&err).trim()
         );
@@ -263,6 +269,10 @@ sleep 1
 kill -KILL $all 2>/dev/null
 rm -f "$1"
 exit 0"#;
+
+/// The exit code of a process killed by SIGKILL (128 + 9): what an exec into a container that
+/// ends reports.
+const KILLED_AS_THE_CONTAINER_ENDED: i32 = 137;
 
 /// How long to wait for a TCP/TLS connection to the API server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
