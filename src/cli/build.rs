@@ -284,15 +284,7 @@ fn build_arg(pair: String) -> Result<(String, String), UsageError> {
 /// What `lexopt` cannot read: a flag given a value (`--no-push=yes`), or an argument that is
 /// not UTF-8.
 fn unknown(error: lexopt::Error) -> UsageError {
-    UsageError::Unknown(match error {
-        lexopt::Error::UnexpectedValue { option, value } => {
-            format!("{option}={}", value.to_string_lossy())
-        }
-        lexopt::Error::UnexpectedArgument(arg) | lexopt::Error::NonUnicodeValue(arg) => {
-            arg.to_string_lossy().into_owned()
-        }
-        other => other.to_string(),
-    })
+    UsageError::Unknown(super::unknown_argument(error))
 }
 
 /// Run `runner-k8s-hook build` with the arguments after `build`: the build log goes to stderr,

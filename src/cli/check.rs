@@ -136,15 +136,7 @@ fn value(parser: &mut lexopt::Parser, option: &'static str) -> Result<String, Us
 }
 
 fn unknown(error: lexopt::Error) -> UsageError {
-    UsageError::Unknown(match error {
-        lexopt::Error::UnexpectedValue { option, value } => {
-            format!("{option}={}", value.to_string_lossy())
-        }
-        lexopt::Error::UnexpectedArgument(arg) | lexopt::Error::NonUnicodeValue(arg) => {
-            arg.to_string_lossy().into_owned()
-        }
-        other => other.to_string(),
-    })
+    UsageError::Unknown(super::unknown_argument(error))
 }
 
 /// Run `runner-k8s-hook check` with the arguments after `check`, writing the report to

@@ -39,6 +39,20 @@ usage: runner-k8s-hook              run a hook command: the runner's request (JS
 Configuration comes from environment variables (docs/user/configuration.md).
 ";
 
+/// The argument `lexopt` could not read, as the subcommands name it in their usage errors: a
+/// flag given a value (`--no-push=yes`), a stray word, or an argument that is not UTF-8.
+pub(crate) fn unknown_argument(error: lexopt::Error) -> String {
+    match error {
+        lexopt::Error::UnexpectedValue { option, value } => {
+            format!("{option}={}", value.to_string_lossy())
+        }
+        lexopt::Error::UnexpectedArgument(arg) | lexopt::Error::NonUnicodeValue(arg) => {
+            arg.to_string_lossy().into_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// What the process is asked to do, by its first argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
