@@ -4,18 +4,17 @@
 //! by digest with the registry Secret as pull secret, and failures say what happened.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use crate::support::fake_api::{FakeCluster, ImageSpec};
-use crate::support::runner::{HOOK, Mode, Runner, busybox_rootfs, sleeping_processes, text};
+use crate::support::runner::{
+    HOOK, Mode, Runner, busybox_rootfs, record_pods, sleeping_processes, text,
+};
 
 const POD: &str = "runner-bd";
 const BUILDER: &str = "quay.io/buildah/stable:fake";
@@ -171,34 +170,6 @@ fn dockerfile_step(runner: &Runner, state: &Value) -> Value {
     let (mut request, _) = runner.request("run_container_step_dockerfile");
     request["state"] = state.clone();
     request
-}
-
-/// Every pod of one component that appears, as first seen (in order).
-type SeenPods = Arc<Mutex<Vec<Pod>>>;
-
-/// Records every pod labelled `app.kubernetes.io/component=<component>` that appears, from now
-/// on (they are deleted by the time the hook exits).
-fn record_pods(cluster: &FakeCluster, client: kube::Client, component: &str) -> SeenPods {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let pods: Api<Pod> = Api::namespaced(client, cluster.namespace());
-    let config =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/component={component}"));
-    let sink = seen.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(watcher::watcher(pods, config));
-        while let Some(Ok(event)) = stream.next().await {
-            if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event {
-                let mut seen = sink.lock().unwrap();
-                if !seen
-                    .iter()
-                    .any(|p: &Pod| p.metadata.name == pod.metadata.name)
-                {
-                    seen.push(pod);
-                }
-            }
-        }
-    });
-    seen
 }
 
 async fn pods_left(cluster: &FakeCluster, component: &str) -> usize {

@@ -7,18 +7,15 @@
 //! what a real build would have pushed, under the random tag and the key's tag.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use crate::support::fake_api::{FakeCluster, ImageSpec};
 use crate::support::registry::Registry;
-use crate::support::runner::{Mode, Runner, text};
+use crate::support::runner::{Mode, Runner, record_pods, text};
 
 const POD: &str = "runner-reuse";
 const BUILDER: &str = "quay.io/buildah/stable:stand-in";
@@ -210,34 +207,6 @@ async fn create_registry_secret(cluster: &FakeCluster) {
 fn set_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// Every pod labelled `app.kubernetes.io/component=<component>` that appears from now on.
-fn record_pods(
-    cluster: &FakeCluster,
-    client: kube::Client,
-    component: &str,
-) -> Arc<Mutex<Vec<Pod>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let pods: Api<Pod> = Api::namespaced(client, cluster.namespace());
-    let config =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/component={component}"));
-    let sink = seen.clone();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(watcher::watcher(pods, config));
-        while let Some(Ok(event)) = stream.next().await {
-            if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event {
-                let mut seen = sink.lock().unwrap();
-                if !seen
-                    .iter()
-                    .any(|p: &Pod| p.metadata.name == pod.metadata.name)
-                {
-                    seen.push(pod);
-                }
-            }
-        }
-    });
-    seen
 }
 
 /// Run the Dockerfile step once; its stdout, stderr and the step pod's image.

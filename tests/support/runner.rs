@@ -7,10 +7,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::PostParams;
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::fake_api::{FakeCluster, ImageSpec};
@@ -388,4 +391,32 @@ pub fn sleeping_processes(arg: &str) -> bool {
             args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == arg.as_bytes()
         })
     })
+}
+
+/// Every pod of one component that appears, as first seen (in order).
+pub type SeenPods = Arc<Mutex<Vec<Pod>>>;
+
+/// Records every pod labelled `app.kubernetes.io/component=<component>` that appears, from now
+/// on (they are deleted by the time the hook exits).
+pub fn record_pods(cluster: &FakeCluster, client: kube::Client, component: &str) -> SeenPods {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let pods: Api<Pod> = Api::namespaced(client, cluster.namespace());
+    let config =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/component={component}"));
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(watcher::watcher(pods, config));
+        while let Some(Ok(event)) = stream.next().await {
+            if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event {
+                let mut seen = sink.lock().unwrap();
+                if !seen
+                    .iter()
+                    .any(|p: &Pod| p.metadata.name == pod.metadata.name)
+                {
+                    seen.push(pod);
+                }
+            }
+        }
+    });
+    seen
 }
