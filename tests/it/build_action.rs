@@ -6,14 +6,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::{Value, json};
 
 use crate::support::fake_api::{FakeCluster, ImageSpec};
 use crate::support::runner::{
-    HOOK, Mode, Runner, busybox_rootfs, record_pods, sleeping_processes, text,
+    HOOK, Mode, Runner, busybox_rootfs, create_registry_secret, record_pods, set_executable,
+    sleeping_processes, text,
 };
 
 const POD: &str = "runner-bd";
@@ -143,27 +144,6 @@ fn register_builder(cluster: &FakeCluster, rootfs: &Path) {
     cluster
         .images()
         .register(BUILDER, ImageSpec::host(&[]).with_rootfs(rootfs));
-}
-
-/// The registry Secret `regcred`, as an operator creates it.
-async fn create_registry_secret(cluster: &FakeCluster) {
-    let secrets: Api<Secret> = Api::namespaced(cluster.client().await, cluster.namespace());
-    let auth = json!({"auths": {"localhost:30500": {"auth": "dXNlcjpwYXNz"}}}).to_string();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "regcred"},
-        "type": "kubernetes.io/dockerconfigjson",
-        "stringData": {".dockerconfigjson": auth}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-}
-
-fn set_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 fn dockerfile_step(runner: &Runner, state: &Value) -> Value {

@@ -6,16 +6,15 @@
 //! (its config names a checksum of the context) over the registry API, so the registry holds
 //! what a real build would have pushed, under the random tag and the key's tag.
 
-use std::path::Path;
-
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
 use crate::support::fake_api::{FakeCluster, ImageSpec};
 use crate::support::registry::Registry;
-use crate::support::runner::{Mode, Runner, record_pods, text};
+use crate::support::runner::{
+    Mode, Runner, create_registry_secret, record_pods, set_executable, text,
+};
 
 const POD: &str = "runner-reuse";
 const BUILDER: &str = "quay.io/buildah/stable:stand-in";
@@ -185,28 +184,6 @@ fn env(push: &str, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)
     ];
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     env
-}
-
-/// The registry Secret `regcred`: credentials for the pull host only (the test registry needs
-/// none, so the hook looks anonymously).
-async fn create_registry_secret(cluster: &FakeCluster) {
-    let secrets: Api<Secret> = Api::namespaced(cluster.client().await, cluster.namespace());
-    let auth = json!({"auths": {"localhost:30500": {"auth": "dXNlcjpwYXNz"}}}).to_string();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "regcred"},
-        "type": "kubernetes.io/dockerconfigjson",
-        "stringData": {".dockerconfigjson": auth}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-}
-
-fn set_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// Run the Dockerfile step once; its stdout, stderr and the step pod's image.

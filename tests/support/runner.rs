@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::Api;
 use kube::api::PostParams;
 use kube::runtime::watcher;
@@ -419,4 +419,27 @@ pub fn record_pods(cluster: &FakeCluster, client: kube::Client, component: &str)
         }
     });
     seen
+}
+
+/// The registry Secret `regcred`, as an operator creates it, with credentials for the pull host
+/// `localhost:30500` (the Dockerfile-action tests).
+pub async fn create_registry_secret(cluster: &FakeCluster) {
+    let secrets: Api<Secret> = Api::namespaced(cluster.client().await, cluster.namespace());
+    let auth = json!({"auths": {"localhost:30500": {"auth": "dXNlcjpwYXNz"}}}).to_string();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "regcred"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": auth}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// Make `path` executable by everyone (mode 0755).
+pub fn set_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
